@@ -130,7 +130,9 @@ class PgCluster:
 
     def stop(self) -> None:
         subprocess.run(
-            _as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"]),
+            _as_server_user(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"]
+            ),
             check=False,
             capture_output=True,
         )
