@@ -1,0 +1,150 @@
+"""pgtune-style rules: PostgreSQL settings computed from host size and workload.
+
+Pure functions, unit-tested in tests/unit/test_pgtune.py, exposed to Ansible as the
+filters ``pgtune`` and ``pg_size_mb``.
+
+Profiles:
+  oltp       many short transactions, many connections, small sorts
+  mixed      the general default (web application plus reporting)
+  documents  the MDUS document-processing workload: JSONB and full-text work per
+             query, 200 connections (before pooling); a 4 GB host gives the seed's
+             values (shared_buffers 1GB, effective_cache_size 3GB, work_mem 64MB)
+  dw         few connections, large sorts and parallel scans
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "oltp": {
+        "max_connections": 300,
+        "work_mem_rule": "per_connection",
+        "work_mem_divisor": 3,
+        "maintenance_fraction": 1 / 16,
+        "default_statistics_target": 100,
+        "min_wal_size_mb": 2048,
+        "max_wal_size_mb": 8192,
+    },
+    "mixed": {
+        "max_connections": 100,
+        "work_mem_rule": "per_connection",
+        "work_mem_divisor": 3,
+        "maintenance_fraction": 1 / 16,
+        "default_statistics_target": 100,
+        "min_wal_size_mb": 1024,
+        "max_wal_size_mb": 4096,
+    },
+    "documents": {
+        "max_connections": 200,
+        "work_mem_rule": "ram_fraction",
+        "work_mem_fraction": 1 / 64,
+        "maintenance_fraction": 1 / 8,
+        "default_statistics_target": 200,
+        "min_wal_size_mb": 1024,
+        "max_wal_size_mb": 4096,
+    },
+    "dw": {
+        "max_connections": 40,
+        "work_mem_rule": "per_connection",
+        "work_mem_divisor": 1,
+        "maintenance_fraction": 1 / 8,
+        "default_statistics_target": 500,
+        "min_wal_size_mb": 4096,
+        "max_wal_size_mb": 16384,
+    },
+}
+
+STORAGE: dict[str, dict[str, str]] = {
+    "ssd": {"random_page_cost": "1.1", "effective_io_concurrency": "200"},
+    "hdd": {"random_page_cost": "4.0", "effective_io_concurrency": "2"},
+}
+
+_UNITS_KB = {"kb": 1, "mb": 1024, "gb": 1024**2, "tb": 1024**3}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT][bB])?\s*$")
+
+
+def size_to_mb(value: str | int) -> float:
+    """Convert a PostgreSQL memory size ('1GB', '512MB', '64kB', bare MB int) to MB."""
+    if isinstance(value, int):
+        return float(value)
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(f"not a PostgreSQL memory size: {value!r} (use e.g. 512MB or 1GB)")
+    number, unit = int(match.group(1)), (match.group(2) or "mb").lower()
+    return number * _UNITS_KB[unit] / 1024
+
+
+def format_mb(megabytes: float) -> str:
+    """Render MB as the largest exact PostgreSQL unit (1024MB -> 1GB, 0.5 -> 512kB)."""
+    kilobytes = max(64, int(megabytes * 1024))
+    for unit, factor in (("TB", 1024**3), ("GB", 1024**2), ("MB", 1024)):
+        if kilobytes % factor == 0:
+            return f"{kilobytes // factor}{unit}"
+    if kilobytes >= 1024:
+        return f"{kilobytes // 1024}MB"
+    return f"{kilobytes}kB"
+
+
+def pgtune(
+    memory_mb: int,
+    cpus: int,
+    storage: str = "ssd",
+    profile: str = "documents",
+) -> dict[str, str]:
+    """Return postgresql.conf settings for a host of ``memory_mb`` MB and ``cpus`` vCPUs."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown workload profile {profile!r}; choose one of {sorted(PROFILES)}")
+    if storage not in STORAGE:
+        raise ValueError(f"unknown storage type {storage!r}; choose one of {sorted(STORAGE)}")
+    memory_mb, cpus = int(memory_mb), max(1, int(cpus))
+    if memory_mb < 256:
+        raise ValueError(f"{memory_mb} MB of memory is too little for PostgreSQL (need 256 MB)")
+    rules = PROFILES[profile]
+    max_connections = rules["max_connections"]
+
+    shared_buffers = memory_mb / 4
+    effective_cache = memory_mb * 3 / 4
+    maintenance = min(memory_mb * rules["maintenance_fraction"], 2048)
+    wal_buffers = min(max(shared_buffers * 0.03, 0.0625), 16)
+    gather = max(1, min(4, cpus // 2))
+    if rules["work_mem_rule"] == "ram_fraction":
+        work_mem = memory_mb * rules["work_mem_fraction"]
+    else:
+        work_mem = (memory_mb - shared_buffers) / (max_connections * rules["work_mem_divisor"])
+        work_mem /= gather
+    work_mem = min(max(work_mem, 4), 1024)
+
+    settings = {
+        "max_connections": str(max_connections),
+        "shared_buffers": format_mb(_round_down(shared_buffers)),
+        "effective_cache_size": format_mb(_round_down(effective_cache)),
+        "maintenance_work_mem": format_mb(_round_down(maintenance)),
+        "work_mem": format_mb(_round_down(work_mem)),
+        "wal_buffers": format_mb(wal_buffers),
+        "min_wal_size": format_mb(rules["min_wal_size_mb"]),
+        "max_wal_size": format_mb(rules["max_wal_size_mb"]),
+        "checkpoint_completion_target": "0.9",
+        "default_statistics_target": str(rules["default_statistics_target"]),
+        "huge_pages": "try" if memory_mb >= 32768 else "off",
+        "max_worker_processes": str(max(8, cpus)),
+        "max_parallel_workers": str(cpus),
+        "max_parallel_workers_per_gather": str(gather),
+        "max_parallel_maintenance_workers": str(gather),
+    }
+    settings.update(STORAGE[storage])
+    return settings
+
+
+def _round_down(megabytes: float) -> float:
+    """Round to a tidy value: whole MB above 1 MB, so settings read like a human wrote them."""
+    return float(math.floor(megabytes)) if megabytes >= 1 else megabytes
+
+
+class FilterModule:
+    """Ansible filters: pgtune, pg_size_mb."""
+
+    def filters(self) -> dict[str, Any]:
+        return {"pgtune": pgtune, "pg_size_mb": size_to_mb}

@@ -1,0 +1,129 @@
+"""Unit tests for the tuning rules of the postgresql role (roles/postgresql/filter_plugins)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+PLUGIN = Path(__file__).parents[2] / "roles/postgresql/filter_plugins/pgtune.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pgtune", PLUGIN)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pgtune"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+pgtune = _load()
+
+
+def test_seed_values_for_4gb_document_host() -> None:
+    settings = pgtune.pgtune(4096, 2, "ssd", "documents")
+    assert settings["shared_buffers"] == "1GB"
+    assert settings["effective_cache_size"] == "3GB"
+    assert settings["work_mem"] == "64MB"
+    assert settings["max_connections"] == "200"
+    assert settings["random_page_cost"] == "1.1"
+    assert settings["checkpoint_completion_target"] == "0.9"
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "cpus", "profile", "expected"),
+    [
+        (1024, 1, "oltp", {"shared_buffers": "256MB", "work_mem": "4MB", "max_connections": "300"}),
+        (2048, 2, "mixed", {"shared_buffers": "512MB", "effective_cache_size": "1536MB"}),
+        (8192, 4, "documents", {"shared_buffers": "2GB", "work_mem": "128MB"}),
+        (16384, 8, "oltp", {"shared_buffers": "4GB", "work_mem": "4MB"}),
+        (
+            65536,
+            16,
+            "documents",
+            {"shared_buffers": "16GB", "work_mem": "1GB", "huge_pages": "try"},
+        ),
+        (32768, 8, "dw", {"max_connections": "40", "work_mem": "153MB"}),
+        (4096, 2, "dw", {"maintenance_work_mem": "512MB", "default_statistics_target": "500"}),
+    ],
+)
+def test_table_of_host_sizes(
+    memory_mb: int, cpus: int, profile: str, expected: dict[str, str]
+) -> None:
+    settings = pgtune.pgtune(memory_mb, cpus, "ssd", profile)
+    for name, value in expected.items():
+        assert settings[name] == value, name
+
+
+@pytest.mark.parametrize("memory_mb", [512, 1024, 3000, 4096, 7777, 24576, 262144])
+@pytest.mark.parametrize("profile", sorted(pgtune.PROFILES))
+def test_invariants(memory_mb: int, profile: str) -> None:
+    settings = pgtune.pgtune(memory_mb, 2, "ssd", profile)
+    shared = pgtune.size_to_mb(settings["shared_buffers"])
+    cache = pgtune.size_to_mb(settings["effective_cache_size"])
+    assert shared <= memory_mb / 4
+    assert shared < cache < memory_mb
+    assert pgtune.size_to_mb(settings["maintenance_work_mem"]) <= 2048
+    assert 4 <= pgtune.size_to_mb(settings["work_mem"]) <= 1024
+    assert pgtune.size_to_mb(settings["wal_buffers"]) <= 16
+
+
+def test_parallel_settings_follow_cpus() -> None:
+    settings = pgtune.pgtune(8192, 12, "ssd", "mixed")
+    assert settings["max_worker_processes"] == "12"
+    assert settings["max_parallel_workers"] == "12"
+    assert settings["max_parallel_workers_per_gather"] == "4"
+    single = pgtune.pgtune(8192, 1, "ssd", "mixed")
+    assert single["max_parallel_workers_per_gather"] == "1"
+    assert single["max_worker_processes"] == "8"
+
+
+def test_hdd_storage() -> None:
+    settings = pgtune.pgtune(4096, 2, "hdd", "documents")
+    assert settings["random_page_cost"] == "4.0"
+    assert settings["effective_io_concurrency"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"profile": "webscale"}, "unknown workload profile"),
+        ({"storage": "tape"}, "unknown storage type"),
+        ({"memory_mb": 100}, "too little"),
+    ],
+)
+def test_bad_input_is_refused(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"memory_mb": 4096, "cpus": 2, "storage": "ssd", "profile": "mixed"}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        pgtune.pgtune(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "megabytes"),
+    [
+        ("1GB", 1024),
+        ("512MB", 512),
+        ("64kB", 0.0625),
+        ("2TB", 2 * 1024 * 1024),
+        ("128", 128),
+        (256, 256),
+    ],
+)
+def test_size_to_mb(text: str | int, megabytes: float) -> None:
+    assert pgtune.size_to_mb(text) == megabytes
+
+
+def test_size_to_mb_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="memory size"):
+        pgtune.size_to_mb("lots")
+
+
+def test_format_mb() -> None:
+    assert pgtune.format_mb(1024) == "1GB"
+    assert pgtune.format_mb(1536) == "1536MB"
+    assert pgtune.format_mb(0.5) == "512kB"
