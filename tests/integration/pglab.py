@@ -1,0 +1,82 @@
+"""Helpers shared by the molecule verifiers (testinfra) of every scenario."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PKI_DIR = "/etc/mdus-pki"
+CONF_DIR = "/etc/postgresql/15/main"
+DATA_DIR = "/var/lib/postgresql/15/main"
+LOG_DIR = "/var/log/postgresql/15-main"
+
+
+def psql(host: Any, sql: str, db: str = "postgres", check: bool = True) -> str:
+    """Run SQL as the postgres OS user over the local socket (peer) and return rows."""
+    cmd = host.run("runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -Atq -d %s -c %s", db, sql)
+    if check:
+        assert cmd.rc == 0, f"psql failed: {cmd.stderr}"
+    return cmd.stdout.strip()
+
+
+def tcp_psql(
+    host: Any, conninfo: str, sql: str, password: str | None = None
+) -> tuple[int, str, str]:
+    """Run SQL through TCP with a libpq connection string, from inside the host."""
+    env = f"PGPASSWORD={password} " if password else ""
+    cmd = host.run(f"{env}psql -X -Atq %s -c %s", conninfo, sql)
+    return cmd.rc, cmd.stdout.strip(), cmd.stderr.strip()
+
+
+@contextmanager
+def temporary_login(host: Any, *grants: str) -> Iterator[tuple[str, str]]:
+    """A throw-away login role with a random password; dropped afterwards."""
+    name = f"verify_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(18)
+    psql(host, f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    for grant in grants:
+        psql(host, f"GRANT {grant} TO {name}")
+    try:
+        yield name, password
+    finally:
+        psql(host, f"DROP ROLE IF EXISTS {name}")
+
+
+def cgroup_memory_limit_mb(host: Any) -> int:
+    """Memory limit of the container (cgroup v1 or v2), in MB."""
+    lines = host.file("/proc/1/cgroup").content_string.splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        parent = path.removesuffix("/init.scope")
+        if controllers == "memory":
+            raw = host.file(f"/sys/fs/cgroup/memory{parent}/memory.limit_in_bytes")
+            return int(raw.content_string.strip()) // (1024 * 1024)
+    for line in lines:
+        if line.startswith("0::"):
+            parent = line.split(":", 2)[2].removesuffix("/init.scope")
+            raw = host.file(f"/sys/fs/cgroup{parent}/memory.max").content_string.strip()
+            return int(raw) // (1024 * 1024)
+    raise AssertionError("no memory cgroup found")
+
+
+def molecule_playbook(
+    playbook: str, extra_vars: dict[str, Any], limit: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a playbook of the repo against the running molecule scenario's inventory."""
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    env = dict(os.environ)
+    env.setdefault("MDUS_LAB_DIR", os.environ["MOLECULE_EPHEMERAL_DIRECTORY"] + "/lab")
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
+    cmd = ["ansible-playbook", "-i", str(inventory), str(REPO / playbook)]
+    cmd += ["-e", json.dumps(extra_vars)]
+    if limit:
+        cmd += ["--limit", limit]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=600)
