@@ -5,8 +5,8 @@ VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export MDUS_LAB_IMAGE ?= mdus/debian12-systemd:latest
-SCENARIOS ?= default
-PY_DIRS := roles tests bench schema scripts
+SCENARIOS ?= default cluster
+PY_DIRS := roles tests bench schema scripts molecule files
 
 .PHONY: help venv docker image lab lab-destroy lint syntax unit molecule test bench-provision
 

@@ -66,8 +66,16 @@ def cgroup_memory_limit_mb(host: Any) -> int:
     raise AssertionError("no memory cgroup found")
 
 
+def lab_secret(name: str) -> str:
+    """A throw-away password the scenario generated on the controller."""
+    return (Path(os.environ["MDUS_LAB_DIR"]) / "secrets" / name).read_text().strip()
+
+
 def molecule_playbook(
-    playbook: str, extra_vars: dict[str, Any], limit: str | None = None
+    playbook: str,
+    extra_vars: dict[str, Any],
+    limit: str | None = None,
+    extra_inventory: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a playbook of the repo against the running molecule scenario's inventory."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
@@ -76,6 +84,8 @@ def molecule_playbook(
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
     cmd = ["ansible-playbook", "-i", str(inventory), str(REPO / playbook)]
+    if extra_inventory:
+        cmd[3:3] = ["-i", str(extra_inventory)]
     cmd += ["-e", json.dumps(extra_vars)]
     if limit:
         cmd += ["--limit", limit]

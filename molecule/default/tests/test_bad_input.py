@@ -9,25 +9,48 @@ import pytest
 from tests.integration.pglab import CONF_DIR, PKI_DIR, molecule_playbook, psql
 
 CASES = [
-    pytest.param({"postgresql_workload_profile": "webscale"}, "postgresql_workload_profile", id="profile"),
-    pytest.param({"postgresql_settings": {"shared_buffers": "64GB"}}, "shared_buffers", id="shared-buffers"),
     pytest.param(
-        {"postgresql_hba_entries": [
-            {"type": "hostssl", "database": "all", "user": "all", "address": "0.0.0.0/0",
-             "method": "trust"}]},
+        {"postgresql_workload_profile": "webscale"}, "postgresql_workload_profile", id="profile"
+    ),
+    pytest.param(
+        {"postgresql_settings": {"shared_buffers": "64GB"}}, "shared_buffers", id="shared-buffers"
+    ),
+    pytest.param(
+        {
+            "postgresql_hba_entries": [
+                {
+                    "type": "hostssl",
+                    "database": "all",
+                    "user": "all",
+                    "address": "0.0.0.0/0",
+                    "method": "trust",
+                }
+            ]
+        },
         "postgresql_hba_entries",
         id="hba-trust",
     ),
     pytest.param(
-        {"postgresql_hba_entries": [
-            {"type": "host", "database": "all", "user": "all", "address": "0.0.0.0/0",
-             "method": "scram-sha-256"}]},
+        {
+            "postgresql_hba_entries": [
+                {
+                    "type": "host",
+                    "database": "all",
+                    "user": "all",
+                    "address": "0.0.0.0/0",
+                    "method": "scram-sha-256",
+                }
+            ]
+        },
         "postgresql_hba_entries",
         id="hba-plain-host",
     ),
     pytest.param(
-        {"postgresql_hba_entries": [
-            {"type": "local", "database": "all", "user": "all", "method": "scram-sha-256"}]},
+        {
+            "postgresql_hba_entries": [
+                {"type": "local", "database": "all", "user": "all", "method": "scram-sha-256"}
+            ]
+        },
         "local lines must use peer",
         id="hba-local-scram",
     ),
@@ -43,7 +66,10 @@ CASES = [
 def _fingerprint(host: Any) -> str:
     sums = host.run(
         "sha256sum %s/postgresql.conf %s/pg_hba.conf %s/host.crt %s/ca.crt",
-        CONF_DIR, CONF_DIR, PKI_DIR, PKI_DIR,
+        CONF_DIR,
+        CONF_DIR,
+        PKI_DIR,
+        PKI_DIR,
     ).stdout
     started = psql(host, "SELECT pg_postmaster_start_time()")
     return sums + started

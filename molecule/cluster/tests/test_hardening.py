@@ -1,0 +1,111 @@
+"""postgres-baseline hardening controls, one test each, on the primary and the replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.pglab import CONF_DIR, DATA_DIR, LOG_DIR, psql
+
+
+@pytest.mark.parametrize(
+    ("path", "mode"),
+    [(CONF_DIR, 0o700), (f"{CONF_DIR}/postgresql.conf", 0o640)],
+    ids=["config-dir-0700", "postgresql-conf-0640"],
+)
+def test_config_modes(host: Any, path: str, mode: int) -> None:
+    assert host.file(path).mode == mode
+
+
+def test_pg_hba_owner_only(host: Any) -> None:
+    hba = host.file(f"{CONF_DIR}/pg_hba.conf")
+    assert hba.user == "postgres"
+    assert hba.mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("path", [DATA_DIR, LOG_DIR], ids=["data-dir", "log-dir"])
+def test_data_and_log_dirs_0700(host: Any, path: str) -> None:
+    assert host.file(path).mode == 0o700
+    assert host.file(path).user == "postgres"
+
+
+def test_ssl_on(host: Any) -> None:
+    assert psql(host, "SHOW ssl") == "on"
+
+
+def test_only_peer_for_local_lines(host: Any) -> None:
+    methods = psql(host, "SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'local'")
+    assert methods.splitlines() == ["peer"]
+
+
+def test_only_scram_or_cert_for_hostssl_lines(host: Any) -> None:
+    methods = set(
+        psql(
+            host, "SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'hostssl'"
+        ).splitlines()
+    )
+    assert methods and methods <= {"scram-sha-256", "cert"}
+
+
+def test_no_host_or_hostnossl_lines(host: Any) -> None:
+    assert (
+        psql(
+            host,
+            "SELECT count(*) FROM pg_hba_file_rules "
+            "WHERE type IN ('host', 'hostnossl', 'hostgssenc', 'hostnogssenc')",
+        )
+        == "0"
+    )
+
+
+def test_password_encryption_scram(host: Any) -> None:
+    assert psql(host, "SHOW password_encryption") == "scram-sha-256"
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "logging_collector",
+        "log_connections",
+        "log_disconnections",
+        "log_lock_waits",
+        "log_checkpoints",
+    ],
+)
+def test_logging_on(host: Any, setting: str) -> None:
+    assert psql(host, f"SHOW {setting}") == "on"
+
+
+def test_no_public_table_grants(host: Any) -> None:
+    sql = (
+        "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = 'PUBLIC' "
+        "AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+    )
+    assert psql(host, sql, db="mdus_db") == "0"
+
+
+def test_no_grant_option_outside_postgres(host: Any) -> None:
+    # An owner's own privileges carry the grant option implicitly; anything else must not.
+    sql = """SELECT count(*) FROM information_schema.role_table_grants g
+             JOIN pg_class c ON c.relname = g.table_name
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = g.table_schema
+             WHERE g.is_grantable = 'YES' AND g.grantee <> 'postgres'
+               AND g.grantee <> pg_get_userbyid(c.relowner)
+               AND g.table_schema NOT IN ('pg_catalog', 'information_schema')"""
+    assert psql(host, sql, db="mdus_db") == "0"
+    roles = psql(
+        host,
+        "SELECT count(*) FROM pg_auth_members WHERE admin_option AND member <> 'postgres'::regrole",
+    )
+    assert roles == "0"
+
+
+def test_exactly_one_superuser(host: Any) -> None:
+    assert psql(host, "SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolsuper") == "postgres"
+
+
+def test_public_cannot_connect_to_mdus_db(host: Any) -> None:
+    acl = psql(host, "SELECT datacl::text FROM pg_database WHERE datname = 'mdus_db'")
+    assert "=c" not in acl.replace("mdus_", "x_").split("}")[0].split(",")[0] or acl.startswith("{")
+    assert psql(host, "SELECT has_database_privilege('public', 'mdus_db', 'CONNECT')") == "f"
