@@ -17,7 +17,7 @@ from pathlib import Path
 
 def make_handler(output: Path, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             try:
@@ -32,13 +32,13 @@ def make_handler(output: Path, lock: threading.Lock) -> type[BaseHTTPRequestHand
             self.send_response(200)
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
             self.wfile.write(b"mdus-alert-recorder\n")
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler
@@ -52,7 +52,9 @@ def main() -> int:
     args = parser.parse_args()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.touch(exist_ok=True)
-    server = ThreadingHTTPServer((args.listen, args.port), make_handler(args.output, threading.Lock()))
+    server = ThreadingHTTPServer(
+        (args.listen, args.port), make_handler(args.output, threading.Lock())
+    )
     server.serve_forever()
     return 0
 

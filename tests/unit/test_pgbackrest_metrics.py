@@ -1,0 +1,96 @@
+"""pgbackrest info JSON -> node-exporter textfile metrics (roles/monitoring_agent)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "roles/monitoring_agent/files/pgbackrest_metrics.py"
+SAMPLE = Path(__file__).parent / "data/pgbackrest_info.json"
+NOW = 1795900000  # 2026-11-28, after the sample's newest backup (stop 1795827610)
+
+
+def _module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pgbackrest_metrics", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return _module().metrics_from_info(json.loads(SAMPLE.read_text()), NOW)
+
+
+def test_timestamps_and_ages_per_type(text: str) -> None:
+    samples = _samples(text)
+    ts = "mdus_pgbackrest_last_backup_timestamp_seconds"
+    age = "mdus_pgbackrest_last_backup_age_seconds"
+    assert samples[f'{ts}{{stanza="main",type="full"}}'] == 1795654860
+    assert samples[f'{ts}{{stanza="main",type="diff"}}'] == 1795741230
+    assert samples[f'{ts}{{stanza="main",type="incr"}}'] == 1795827610
+    assert samples[f'{ts}{{stanza="main",type="any"}}'] == 1795827610
+    assert samples[f'{age}{{stanza="main",type="full"}}'] == NOW - 1795654860
+    assert samples[f'{age}{{stanza="main",type="any"}}'] == NOW - 1795827610
+    assert samples['mdus_pgbackrest_last_backup_duration_seconds{stanza="main",type="full"}'] == 60
+    assert samples['mdus_pgbackrest_last_backup_size_bytes{stanza="main",type="full"}'] == 31500000
+
+
+def test_stanza_status_and_counts(text: str) -> None:
+    samples = _samples(text)
+    assert samples["mdus_pgbackrest_up"] == 1
+    assert samples["mdus_pgbackrest_collect_timestamp_seconds"] == NOW
+    assert samples['mdus_pgbackrest_stanza_status{stanza="main"}'] == 0
+    assert samples['mdus_pgbackrest_stanza_status{stanza="empty"}'] == 2
+    assert samples['mdus_pgbackrest_backups{stanza="main"}'] == 3
+    assert samples['mdus_pgbackrest_backups{stanza="empty"}'] == 0
+    # A stanza without backups has no freshness series (its status code says why).
+    assert not any('stanza="empty",type=' in key for key in samples)
+
+
+def test_failed_command_only_reports_down() -> None:
+    samples = _samples(_module().metrics_from_info(None, NOW))
+    assert samples == {"mdus_pgbackrest_up": 0, "mdus_pgbackrest_collect_timestamp_seconds": NOW}
+
+
+def test_output_is_valid_exposition_format(text: str) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install prometheus (see .ci/run)"
+    proc = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_script_writes_file_from_a_command(tmp_path: Path) -> None:
+    """End to end: a stand-in pgbackrest prints the sample; the file is replaced whole."""
+    fake = tmp_path / "pgbackrest"
+    fake.write_text(f"#!/bin/sh\ncat {SAMPLE}\n")
+    fake.chmod(0o755)
+    out = tmp_path / "pgbackrest.prom"
+    cmd = [sys.executable, str(SCRIPT), "--output", str(out), str(fake)]
+    assert subprocess.run(cmd, check=False).returncode == 0
+    assert 'mdus_pgbackrest_stanza_status{stanza="main"} 0' in out.read_text()
+    failing = tmp_path / "failing"
+    failing.write_text("#!/bin/sh\necho 'ERROR: [055]' >&2\nexit 55\n")
+    failing.chmod(0o755)
+    cmd = [sys.executable, str(SCRIPT), "--output", str(out), str(failing)]
+    assert subprocess.run(cmd, check=False, capture_output=True).returncode == 1
+    assert "mdus_pgbackrest_up 0" in out.read_text()
