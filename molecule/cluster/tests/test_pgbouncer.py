@@ -1,0 +1,85 @@
+"""PgBouncer: TLS + SCRAM through the pool, bounded server connections, read-only alias."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import testinfra
+
+from tests.integration.pglab import PKI_DIR, lab_secret, psql, tcp_psql
+
+PRIMARY = "mdus-cluster-pg1"
+REPLICA = "mdus-cluster-pg2"
+testinfra_hosts = [PRIMARY]
+POOL_LIMIT = 20 + 30  # default_pool_size + reserve_pool_size
+
+
+def _bouncer(db: str = "mdus_db", user: str = "mdus_app", sslmode: str = "verify-full") -> str:
+    return (
+        f"host={PRIMARY} port=6432 dbname={db} user={user} sslmode={sslmode} "
+        f"sslrootcert={PKI_DIR}/ca.crt"
+    )
+
+
+def test_pgbouncer_running(host: Any) -> None:
+    assert host.service("pgbouncer").is_running
+    assert host.service("pgbouncer").is_enabled
+
+
+def test_app_connects_through_pgbouncer_over_tls(host: Any) -> None:
+    rc, out, err = tcp_psql(
+        host, _bouncer(), "SELECT current_user, pg_is_in_recovery()", lab_secret("mdus_app")
+    )
+    assert rc == 0, err
+    assert out == "mdus_app|f"
+
+
+def test_plaintext_refused(host: Any) -> None:
+    rc, _, err = tcp_psql(host, _bouncer(sslmode="disable"), "SELECT 1", lab_secret("mdus_app"))
+    assert rc != 0, "PgBouncer accepted a connection without TLS"
+    assert "SSL required" in err or "hba" in err, err
+
+
+def test_wrong_password_refused(host: Any) -> None:
+    rc, _, err = tcp_psql(host, _bouncer(), "SELECT 1", "wrong-password")
+    assert rc != 0
+    assert "password authentication failed" in err or "SASL authentication failed" in err
+
+
+def test_superuser_cannot_log_in_through_pgbouncer(host: Any) -> None:
+    rc, _, _ = tcp_psql(host, _bouncer(user="postgres"), "SELECT 1", "anything")
+    assert rc != 0
+
+
+def test_read_only_alias_lands_on_a_replica(host: Any) -> None:
+    rc, out, err = tcp_psql(
+        host, _bouncer(db="mdus_db_ro"), "SELECT pg_is_in_recovery()", lab_secret("mdus_app")
+    )
+    assert rc == 0, err
+    assert out == "t"
+
+
+def test_200_clients_share_a_bounded_pool(host: Any) -> None:
+    replica = testinfra.get_host(f"docker://{REPLICA}")
+    assert replica is not None
+    host.run("printf 'SELECT pg_sleep(0.05);\\n' > /tmp/bouncer.sql")
+    bench = host.run(
+        f"PGPASSWORD={lab_secret('mdus_app')} timeout 60 pgbench -n -c 200 -j 4 -T 10 "
+        "-f /tmp/bouncer.sql %s > /tmp/bouncer-bench.log 2>&1 & "
+        "peak=0; for i in $(seq 1 16); do sleep 0.5; "
+        'n=$(runuser -u postgres -- psql -XAtc "SELECT count(*) FROM pg_stat_activity '
+        "WHERE usename = 'mdus_app' AND datname = 'mdus_db'\"); "
+        '[ "$n" -gt "$peak" ] && peak=$n; done; wait; echo $peak',
+        _bouncer(),
+    )
+    peak = int(bench.stdout.strip().splitlines()[-1])
+    log = host.run("cat /tmp/bouncer-bench.log").stdout
+    assert "number of failed transactions: 0" in log, log
+    assert "number of clients: 200" in log
+    assert 0 < peak <= POOL_LIMIT, f"PostgreSQL saw {peak} server connections"
+
+
+def test_lookup_function_serves_no_superuser(host: Any) -> None:
+    assert psql(host, "SELECT count(*) FROM pgbouncer.get_auth('postgres')", db="mdus_db") == "0"
+    acl = psql(host, "SELECT proacl::text FROM pg_proc WHERE proname = 'get_auth'", db="mdus_db")
+    assert "=X" not in acl.replace("pgbouncer_auth=X", ""), acl
