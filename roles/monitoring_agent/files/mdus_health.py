@@ -1,0 +1,1 @@
+../../../files/healthcheck/mdus_health.py
