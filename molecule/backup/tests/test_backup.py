@@ -1,0 +1,190 @@
+"""pgBackRest over TLS: stanza, archiving, backups, verify, encryption, restore with WAL
+replay into a scratch cluster, the replica bootstrapped from the repository."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+from backup_helpers import (
+    PG_BIN,
+    REPLICA,
+    REPO,
+    REPO_PATH,
+    STANZA,
+    archiver,
+    info,
+    pgbackrest,
+    segment_in_repo,
+    switch_wal,
+    wait_archived,
+)
+
+from tests.integration.pglab import psql
+
+# Marker rows: one committed before the full backup, one after it (reaches a restore only
+# through WAL replay, archive-get). Random, so finding them anywhere is meaningful.
+BEFORE = f"mdus-marker-before-{secrets.token_hex(8)}"
+AFTER = f"mdus-marker-after-{secrets.token_hex(8)}"
+STATE: dict[str, str] = {}
+
+
+def test_tls_servers_run_on_every_host(primary: Any, replica: Any, repo: Any) -> None:
+    for host in (primary, replica, repo):
+        assert host.service("pgbackrest.service").is_running
+        assert host.socket("tcp://0.0.0.0:8432").is_listening
+
+
+def test_stanza_exists_encrypted(repo: Any) -> None:
+    stanza = info(repo)
+    assert stanza["name"] == STANZA
+    assert stanza["status"]["code"] == 0, stanza["status"]
+    assert stanza["cipher"] == "aes-256-cbc"
+
+
+def test_check_passes_from_primary_and_repository(primary: Any, repo: Any) -> None:
+    for host in (primary, repo):
+        cmd = pgbackrest(host, "check")
+        assert cmd.rc == 0, f"{host}: {cmd.stderr}"
+
+
+def test_tls_server_refuses_other_stanza(primary: Any) -> None:
+    cmd = primary.run("runuser -u postgres -- pgbackrest --stanza=other --output=json info")
+    assert cmd.rc != 0 or '"code":0' not in cmd.stdout.replace(" ", "")
+    assert "not authorized" in (cmd.stdout + cmd.stderr).lower() or cmd.rc != 0
+
+
+def test_tls_server_refuses_unlisted_client(repo: Any) -> None:
+    # The repository host's own certificate (CN mdus-backup-repo) is not in its
+    # tls-server-auth: a client presenting it is refused.
+    pki = "/etc/mdus-pki"
+    cmd = pgbackrest(
+        repo,
+        f"--repo1-host={REPO}",
+        "--repo1-host-type=tls",
+        f"--repo1-host-ca-file={pki}/ca.crt",
+        f"--repo1-host-cert-file={pki}/host.crt",
+        f"--repo1-host-key-file={pki}/host.key",
+        "info",
+    )
+    assert cmd.rc != 0
+    assert "not authorized" in (cmd.stdout + cmd.stderr).lower(), cmd.stdout + cmd.stderr
+
+
+def test_switched_wal_is_archived_without_failures(primary: Any, repo: Any) -> None:
+    failed_before = archiver(primary)[1]
+    segment = switch_wal(primary)
+    wait_archived(primary, segment)
+    assert archiver(primary)[1] == failed_before
+    assert segment_in_repo(repo, segment), f"{segment} is not in {REPO_PATH}/archive"
+
+
+def test_full_backup_completes_and_is_listed(primary: Any, repo: Any) -> None:
+    psql(primary, "CREATE TABLE IF NOT EXISTS verify_backup_marker (marker text)")
+    psql(primary, f"INSERT INTO verify_backup_marker VALUES ('{BEFORE}')")
+    before = {b["label"] for b in info(repo)["backup"]}
+    cmd = pgbackrest(repo, "--type=full", "backup")
+    assert cmd.rc == 0, cmd.stderr
+    new = [b for b in info(repo)["backup"] if b["label"] not in before]
+    assert len(new) == 1 and new[0]["type"] == "full", new
+    assert new[0]["error"] is False
+    STATE["full"] = new[0]["label"]
+    # after the backup: only WAL replay can bring this row into a restore of it
+    psql(primary, f"INSERT INTO verify_backup_marker VALUES ('{AFTER}')")
+    wait_archived(primary, switch_wal(primary))
+
+
+def test_verify_is_clean(repo: Any) -> None:
+    cmd = pgbackrest(repo, "--log-level-console=info", "verify")
+    assert cmd.rc == 0, cmd.stdout + cmd.stderr
+    assert not re.search(r"(missing|invalid|other): [1-9]", cmd.stdout), cmd.stdout
+
+
+def test_scheduled_incremental_backup_unit(repo: Any) -> None:
+    for kind in ("full", "diff", "incr"):
+        assert repo.service(f"pgbackrest-{STANZA}-backup-{kind}.timer").is_running
+    before = len(info(repo)["backup"])
+    cmd = repo.run(f"systemctl start pgbackrest-{STANZA}-backup@incr.service")
+    assert cmd.rc == 0, cmd.stderr
+    backups = info(repo)["backup"]
+    assert len(backups) == before + 1 and backups[-1]["type"] == "incr"
+
+
+def test_restore_to_scratch_replays_wal(replica: Any) -> None:
+    """Restore the full backup into a temp dir on the replica host, start it on port 5499
+    with archive_mode off: both markers are there, the second one from archive-get."""
+    scratch = replica.run("mktemp -d /tmp/mdus-scratch-XXXXXX").stdout.strip()
+    data = f"{scratch}/data"
+    replica.run(f"chown postgres:postgres {scratch}")
+    pg_ctl = f"runuser -u postgres -- {PG_BIN}/pg_ctl -D {data}"
+    restore_command = (
+        f"restore_command=pgbackrest --stanza={STANZA} --pg1-path={data} "
+        '--no-archive-async archive-get %f "%p"'
+    )
+    try:
+        cmd = pgbackrest(
+            replica,
+            f"--pg1-path={data}",
+            f"--set={STATE['full']}",
+            "--archive-mode=off",
+            f"--recovery-option={restore_command}",
+            "restore",
+        )
+        assert cmd.rc == 0, cmd.stderr
+        assert "archive_mode = 'off'" in replica.file(f"{data}/postgresql.auto.conf").content_string
+        for name, text in (
+            ("postgresql.conf", ""),
+            ("pg_hba.conf", "local all all peer\n"),
+            ("pg_ident.conf", ""),
+        ):
+            replica.run(
+                f"runuser -u postgres -- sh -c 'printf \"%s\" \"$1\" > {data}/{name}' _ '{text}'"
+            )
+        opts = f"-p 5499 -c listen_addresses= -c unix_socket_directories={scratch}"
+        opts += " -c shared_buffers=64MB -c max_connections=20"
+        cmd = replica.run(f'{pg_ctl} -l {scratch}/log -w -t 120 -o "{opts}" start')
+        assert cmd.rc == 0, cmd.stdout + cmd.stderr + replica.file(f"{scratch}/log").content_string
+        query = f"runuser -u postgres -- psql -X -Atq -h {scratch} -p 5499 -d postgres -c %s"
+        deadline = time.monotonic() + 60
+        while replica.run(query, "SELECT pg_is_in_recovery()").stdout.strip() != "f":
+            assert time.monotonic() < deadline, "scratch restore still in recovery after 60 s"
+            time.sleep(0.5)
+        rows = replica.run(query, "SELECT marker FROM verify_backup_marker ORDER BY 1")
+        assert set(rows.stdout.split()) >= {BEFORE, AFTER}, rows.stdout + rows.stderr
+        log = replica.file(f"{scratch}/log").content_string
+        assert "restored log file" in log, log
+    finally:
+        replica.run(f"{pg_ctl} -m immediate stop")
+        replica.run(f"rm -rf {scratch}")
+
+
+def test_repository_is_encrypted(repo: Any) -> None:
+    found = repo.run(f"grep -rlF -e {BEFORE} -e {AFTER} {REPO_PATH}")
+    assert found.rc == 1 and found.stdout == "", f"marker in clear text: {found.stdout}"
+    # every non-empty file of the repository carries OpenSSL's encryption header
+    plain = repo.run(
+        f"find {REPO_PATH} -type f -size +0 -print0 | "
+        'xargs -0 -I{} sh -c \'[ "$(head -c 8 "$1")" = Salted__ ] || echo "$1"\' _ {}'
+    )
+    assert plain.rc == 0 and plain.stdout.strip() == "", f"not encrypted: {plain.stdout}"
+
+
+def test_replica_was_restored_by_pgbackrest_and_streams(primary: Any, replica: Any) -> None:
+    log = replica.file(f"/var/log/pgbackrest/{STANZA}-restore.log").content_string
+    assert "--type=standby" in log and "restore command end: completed successfully" in log
+    state = psql(
+        primary,
+        f"SELECT state FROM pg_stat_replication WHERE application_name = '{REPLICA}'",
+    )
+    assert state == "streaming"
+    assert psql(replica, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    marker = secrets.token_hex(8)
+    psql(primary, f"INSERT INTO verify_backup_marker VALUES ('{marker}')")
+    deadline = time.monotonic() + 10
+    while (
+        psql(replica, f"SELECT count(*) FROM verify_backup_marker WHERE marker = '{marker}'") != "1"
+    ):
+        assert time.monotonic() < deadline, "the row did not reach the replica within 10 s"
+        time.sleep(0.2)
