@@ -49,6 +49,7 @@ printf 'incr backup      %6s s  %6s MB changed  repo +%s MB\n' \
   "$incr_s" "$((idelta / 1048576))" "$((irepo / 1048576))"
 
 scratch=$(docker exec "$restore_host" mktemp -d /tmp/mdus-bench-restore-XXXXXX)
+docker exec "$restore_host" install -d -o postgres -g postgres -m 0700 "$scratch/data"
 docker exec "$restore_host" chown postgres:postgres "$scratch"
 cleanup() {
   as_pg "$restore_host" /usr/lib/postgresql/15/bin/pg_ctl -D "$scratch/data" -m immediate stop \

@@ -4,27 +4,47 @@ TLS server."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from typing import Any
 
 from backup_helpers import (
     REPO,
     archiver,
+    info,
     pgbackrest,
     segment_in_repo,
     switch_wal,
     wait_archived,
 )
 
-from tests.integration.pglab import DATA_DIR
+from tests.integration.pglab import DATA_DIR, molecule_playbook
+
+CIPHER_FILE = "/etc/pgbackrest/conf.d/cipher.conf"
 
 
-def test_wrong_passphrase_fails_with_a_clear_message(repo: Any) -> None:
-    # environment variables override pgbackrest.conf / conf.d/cipher.conf
-    cmd = pgbackrest(repo, "info", env="PGBACKREST_REPO1_CIPHER_PASS=not-the-passphrase")
-    output = (cmd.stdout + cmd.stderr).lower()
-    assert "status: error" in output or cmd.rc != 0, output
-    assert any(word in output for word in ("cipher", "decrypt", "crypto")), output
+def test_wrong_passphrase_is_refused_before_it_is_written(repo: Any) -> None:
+    """A wrong pgbackrest_cipher_pass stops the run with a clear message and the
+    repository keeps working with the passphrase it was created with."""
+    before = repo.file(CIPHER_FILE).md5sum
+    result = molecule_playbook(
+        "playbooks/backup.yml",
+        {"pgbackrest_cipher_pass": f"wrong-passphrase-{secrets.token_hex(16)}"},
+        limit=REPO,
+    )
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "Refusing to write pgbackrest_cipher_pass" in result.stdout, result.stdout[-3000:]
+    assert "created with another passphrase" in result.stdout
+    assert repo.file(CIPHER_FILE).md5sum == before
+    assert info(repo)["status"]["code"] == 0
+
+
+def test_wrong_passphrase_cannot_read_the_repository(repo: Any) -> None:
+    # environment variables override conf.d/cipher.conf
+    cmd = pgbackrest(repo, "--output=json", "info", env="PGBACKREST_REPO1_CIPHER_PASS=wrong")
+    status = json.loads(cmd.stdout)[0]["status"]
+    assert status["code"] == 99 and "unable to load info file" in status["message"]
 
 
 def test_unreachable_repository_keeps_the_wal(primary: Any, repo: Any) -> None:
