@@ -70,7 +70,7 @@ printf 'restore (files)  %6s s  %6s MB written  %6s MB/s\n' \
 docker exec "$restore_host" sh -c "touch $scratch/data/postgresql.conf $scratch/data/pg_ident.conf
   echo 'local all all peer' > $scratch/data/pg_hba.conf; chown postgres: $scratch/data/*.conf"
 as_pg "$restore_host" /usr/lib/postgresql/15/bin/pg_ctl -D "$scratch/data" -l "$scratch/log" -w -t 300 \
-  -o "-p $port -c listen_addresses= -c unix_socket_directories=$scratch -c shared_buffers=128MB" start \
+  -o "-p $port -c listen_addresses= -c unix_socket_directories=$scratch -c shared_buffers=128MB -c hot_standby=off" start \
   >/dev/null
 until [ "$(as_pg "$restore_host" psql -X -Atq -h "$scratch" -p "$port" -d postgres \
   -c 'SELECT pg_is_in_recovery()')" = f ]; do sleep 0.2; done

@@ -43,7 +43,8 @@ def test_wrong_passphrase_is_refused_before_it_is_written(repo: Any) -> None:
 def test_wrong_passphrase_cannot_read_the_repository(repo: Any) -> None:
     # environment variables override conf.d/cipher.conf
     cmd = pgbackrest(repo, "--output=json", "info", env="PGBACKREST_REPO1_CIPHER_PASS=wrong")
-    status = json.loads(cmd.stdout)[0]["status"]
+    # the error message carries undecryptable bytes: not UTF-8
+    status = json.loads(cmd.stdout_bytes.decode(errors="replace"))[0]["status"]
     assert status["code"] == 99 and "unable to load info file" in status["message"]
 
 
