@@ -29,6 +29,7 @@ FETCH = (
     "import sys, urllib.request;"
     " print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
 )
+EXPORTER_DB = "mdus_db"  # molecule/monitoring/host_vars/mdus-monitoring-pg1.yml
 LIVE_ALERTS = {"PostgresLockWait", "PostgresLongRunningQuery"}
 
 
@@ -115,15 +116,19 @@ def test_rules_loaded_with_lab_thresholds(host: Any) -> None:
 @pytest.fixture(scope="module")
 def sample_tables(pg: Any) -> Iterator[None]:
     """Tables in the exporter's database: dead tuples and a default partition with rows."""
-    psql(pg, "DROP TABLE IF EXISTS verify_dead, verify_parts")
-    psql(pg, "CREATE TABLE verify_dead (id int) WITH (autovacuum_enabled = off)")
-    psql(pg, "INSERT INTO verify_dead SELECT generate_series(1, 1000)")
-    psql(pg, "DELETE FROM verify_dead WHERE id <= 400")
-    psql(pg, "CREATE TABLE verify_parts (id int, at date) PARTITION BY RANGE (at)")
-    psql(pg, "CREATE TABLE verify_parts_default PARTITION OF verify_parts DEFAULT")
-    psql(pg, "INSERT INTO verify_parts SELECT g, current_date FROM generate_series(1, 25) g")
+    psql(pg, "DROP TABLE IF EXISTS verify_dead, verify_parts", db=EXPORTER_DB)
+    psql(pg, "CREATE TABLE verify_dead (id int) WITH (autovacuum_enabled = off)", db=EXPORTER_DB)
+    psql(pg, "INSERT INTO verify_dead SELECT generate_series(1, 1000)", db=EXPORTER_DB)
+    psql(pg, "DELETE FROM verify_dead WHERE id <= 400", db=EXPORTER_DB)
+    psql(pg, "CREATE TABLE verify_parts (id int, at date) PARTITION BY RANGE (at)", db=EXPORTER_DB)
+    psql(pg, "CREATE TABLE verify_parts_default PARTITION OF verify_parts DEFAULT", db=EXPORTER_DB)
+    psql(
+        pg,
+        "INSERT INTO verify_parts SELECT g, current_date FROM generate_series(1, 25) g",
+        db=EXPORTER_DB,
+    )
     yield
-    psql(pg, "DROP TABLE IF EXISTS verify_dead, verify_parts")
+    psql(pg, "DROP TABLE IF EXISTS verify_dead, verify_parts", db=EXPORTER_DB)
 
 
 def test_custom_metrics_exist_with_sane_values(host: Any, sample_tables: None) -> None:
@@ -142,13 +147,17 @@ def test_custom_metrics_exist_with_sane_values(host: Any, sample_tables: None) -
     assert value(host, f"pg_mdus_replication_lag_seconds{{{job}}}") == 0
     assert value(host, f"pg_mdus_replication_wal_receiver_streaming{{{job}}}") == 0
     assert value(host, f"pg_mdus_archiver_enabled{{{job}}}") in (0, 1)
-    assert value(host, f'pg_mdus_xid_wraparound_headroom{{{job},datname="postgres"}}') > 2e9
+    assert value(host, f'pg_mdus_xid_wraparound_headroom{{{job},datname="{EXPORTER_DB}"}}') > 2e9
     assert value(host, f'pg_mdus_extension_installed{{{job},extname="pg_stat_statements"}}') == 1
+    assert value(host, f'pg_mdus_extension_installed{{{job},extname="pg_partman"}}') == 1
     assert promql(host, f"pg_mdus_statements_calls{{{job}}} > 0"), "no top statements"
     assert value(host, f'node_filesystem_size_bytes{{{job},mountpoint="/"}}') > 0
     dead = f'pg_mdus_dead_tuples_dead{{{job},relname="verify_dead"}}'
     wait_until("dead tuples of verify_dead", lambda: promql(host, f"{dead} == 400"), timeout=60)
     assert value(host, f'pg_mdus_dead_tuples_live{{{job},relname="verify_dead"}}') == 600
+    # the MDUS schema's own pg_partman default partitions are watched too
+    mdus_defaults = promql(host, f'pg_mdus_default_partition_rows{{{job},parent="audit_logs"}}')
+    assert [float(s["value"][1]) >= 0 for s in mdus_defaults] == [True], mdus_defaults
     rows = f'pg_mdus_default_partition_rows{{{job},partition="verify_parts_default"}}'
     wait_until("rows in verify_parts_default", lambda: promql(host, f"{rows} == 25"), timeout=60)
     assert not promql(host, 'ALERTS{alertstate="firing",severity="critical"}')
