@@ -44,8 +44,9 @@ def test_wrong_passphrase_cannot_read_the_repository(repo: Any) -> None:
     # environment variables override conf.d/cipher.conf
     cmd = pgbackrest(repo, "--output=json", "info", env="PGBACKREST_REPO1_CIPHER_PASS=wrong")
     # the error message carries undecryptable bytes: not UTF-8
-    status = json.loads(cmd.stdout_bytes.decode(errors="replace"))[0]["status"]
-    assert status["code"] == 99 and "unable to load info file" in status["message"]
+    stanza = json.loads(cmd.stdout_bytes.decode(errors="replace"), strict=False)[0]
+    assert stanza["status"]["code"] == 99
+    assert "unable to load info file" in stanza["repo"][0]["status"]["message"]
 
 
 def test_unreachable_repository_keeps_the_wal(primary: Any, repo: Any) -> None:
