@@ -73,7 +73,7 @@ as_pg "$restore_host" /usr/lib/postgresql/15/bin/pg_ctl -D "$scratch/data" -l "$
   -o "-p $port -c listen_addresses= -c unix_socket_directories=$scratch -c shared_buffers=128MB -c hot_standby=off" start \
   >/dev/null
 until [ "$(as_pg "$restore_host" psql -X -Atq -h "$scratch" -p "$port" -d postgres \
-  -c 'SELECT pg_is_in_recovery()')" = f ]; do sleep 0.2; done
+  -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.2; done
 t2=$(now)
 printf 'recovery to open %6s s  (WAL replay through archive-get, promote)\n' "$(secs "$t1" "$t2")"
 printf 'restore total    %6s s\n' "$(secs "$t0" "$t2")"
