@@ -94,3 +94,10 @@ def test_two_primaries_are_refused_before_any_change(host: Any, tmp_path: Path) 
     assert (
         host.run("sha256sum %s/postgresql.conf %s/pg_hba.conf", CONF_DIR, CONF_DIR).stdout == before
     )
+
+
+def test_replica_has_the_migrated_schema(host: Any, replica: Any) -> None:
+    sql = "SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations WHERE success"
+    applied = psql(host, sql, db="mdus_db")
+    assert applied.startswith("001,002,003")
+    assert psql(replica, sql, db="mdus_db") == applied
