@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,18 +15,13 @@ import psycopg
 import pytest
 from conftest import MIGRATE, popen_migrate, run_migrate, schema_dump, write_migration
 
+from tests.modload import load_module
+
 ALL = ["001", "002", "003"]
 
 
 def load_runner() -> ModuleType:
-    if "mdus_migrate" in sys.modules:
-        return sys.modules["mdus_migrate"]
-    spec = importlib.util.spec_from_file_location("mdus_migrate", MIGRATE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mdus_migrate"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_module("mdus_migrate", MIGRATE)
 
 
 def versions(dsn: str) -> list[str]:

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import yaml
+
+from tests.modload import load_module
 
 ROLE = Path(__file__).parents[2] / "roles/pgbackrest"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "pgbackrest_filters", ROLE / "filter_plugins/pgbackrest.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pgbackrest_filters"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pgbr = _load()
+pgbr = load_module("pgbackrest_filters", ROLE / "filter_plugins/pgbackrest.py")
 ALLOWED = yaml.safe_load((ROLE / "vars/main.yml").read_text())["__pgbackrest_allowed_options"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,6 +11,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.modload import load_module
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles/monitoring_agent/files/pgbackrest_metrics.py"
 SAMPLE = Path(__file__).parent / "data/pgbackrest_info.json"
@@ -19,11 +20,7 @@ NOW = 1795900000  # 2026-11-28, after the sample's newest backup (stop 179582761
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pgbackrest_metrics", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("pgbackrest_metrics", SCRIPT)
 
 
 def _samples(text: str) -> dict[str, float]:

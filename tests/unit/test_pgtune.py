@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.modload import load_module
 
 PLUGIN = Path(__file__).parents[2] / "roles/postgresql/filter_plugins/pgtune.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pgtune", PLUGIN)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pgtune"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pgtune = _load()
+pgtune = load_module("pgtune", PLUGIN)
 
 
 def test_seed_values_for_4gb_document_host() -> None:
