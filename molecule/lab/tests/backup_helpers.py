@@ -1,4 +1,4 @@
-"""Helpers of the backup scenario's verifier (pgBackRest on the lab containers)."""
+"""Helpers of the lab scenario's pgBackRest tests (pgBackRest on the lab containers)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Any
 
 from tests.integration.pglab import psql
 
-PRIMARY = "mdus-backup-pg1"
-REPLICA = "mdus-backup-pg2"
-REPO = "mdus-backup-repo"
+PRIMARY = "mdus-lab-pg1"
+REPLICA = "mdus-lab-pg2"
+REPO = "mdus-lab-repo"
 STANZA = "mdus"
 REPO_PATH = "/var/lib/pgbackrest"
+# repo2 (molecule/lab/host_vars/mdus-lab-repo.yml): the cross-region copy's stand-in
+REPO2_PATH = "/var/lib/pgbackrest-repo2"
+REPO_PATHS = (REPO_PATH, REPO2_PATH)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
 
@@ -60,7 +63,12 @@ def wait_archived(host: Any, segment: str, timeout: float = 90) -> None:
     raise AssertionError(f"{segment} not archived within {timeout} s (last archived: {last!r})")
 
 
-def segment_in_repo(repo: Any, segment: str) -> bool:
-    """Is the WAL segment in the repository's archive?"""
-    cmd = repo.run(f"find {REPO_PATH}/archive/{STANZA} -name '{segment}-*'")
+def segment_in_repo(repo: Any, segment: str, path: str = REPO_PATH) -> bool:
+    """Is the WAL segment in the archive of the repository at `path`?"""
+    cmd = repo.run(f"find {path}/archive/{STANZA} -name '{segment}-*'")
     return cmd.rc == 0 and cmd.stdout.strip() != ""
+
+
+def backups_in(stanza: dict[str, Any], repo_key: int) -> list[dict[str, Any]]:
+    """The backups of `pgbackrest info` that live in repository repo_key."""
+    return [b for b in stanza["backup"] if b["database"]["repo-key"] == repo_key]

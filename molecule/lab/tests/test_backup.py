@@ -1,5 +1,6 @@
-"""pgBackRest over TLS: stanza, archiving, backups, verify, encryption, restore with WAL
-replay into a scratch cluster, the replica bootstrapped from the repository."""
+"""pgBackRest over TLS: stanza, archiving into both repositories, backups, verify,
+encryption, restore with WAL replay into a scratch cluster, the replica bootstrapped from
+the repository."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from backup_helpers import (
     PG_BIN,
     REPLICA,
     REPO,
-    REPO_PATH,
+    REPO_PATHS,
     STANZA,
     archiver,
+    backups_in,
     info,
     pgbackrest,
     segment_in_repo,
@@ -43,6 +45,13 @@ def test_stanza_exists_encrypted(repo: Any) -> None:
     assert stanza["name"] == STANZA
     assert stanza["status"]["code"] == 0, stanza["status"]
     assert stanza["cipher"] == "aes-256-cbc"
+    # repo1 and repo2, both readable and encrypted, each with the first full backup
+    assert [(r["key"], r["cipher"], r["status"]["code"]) for r in stanza["repo"]] == [
+        (1, "aes-256-cbc", 0),
+        (2, "aes-256-cbc", 0),
+    ], stanza["repo"]
+    for key in (1, 2):
+        assert [b["type"] for b in backups_in(stanza, key)][:1] == ["full"], stanza["backup"]
 
 
 def test_check_passes_from_primary_and_repository(primary: Any, repo: Any) -> None:
@@ -59,7 +68,7 @@ def test_tls_server_refuses_other_stanza(primary: Any) -> None:
 
 
 def test_tls_server_refuses_unlisted_client(repo: Any) -> None:
-    # The repository host's own certificate (CN mdus-backup-repo) is not in its
+    # The repository host's own certificate (CN mdus-lab-repo) is not in its
     # tls-server-auth: a client presenting it is refused.
     pki = "/etc/mdus-pki"
     cmd = pgbackrest(
@@ -82,7 +91,8 @@ def test_switched_wal_is_archived_without_failures(primary: Any, repo: Any) -> N
     segment = switch_wal(primary)
     wait_archived(primary, segment)
     assert archiver(primary)[1] == failed_before
-    assert segment_in_repo(repo, segment), f"{segment} is not in {REPO_PATH}/archive"
+    for path in REPO_PATHS:
+        assert segment_in_repo(repo, segment, path), f"{segment} is not in {path}/archive"
 
 
 def test_full_backup_completes_and_is_listed(primary: Any, repo: Any) -> None:
@@ -101,19 +111,23 @@ def test_full_backup_completes_and_is_listed(primary: Any, repo: Any) -> None:
 
 
 def test_verify_is_clean(repo: Any) -> None:
-    cmd = pgbackrest(repo, "--log-level-console=info", "verify")
-    assert cmd.rc == 0, cmd.stdout + cmd.stderr
-    assert not re.search(r"(missing|invalid|other): [1-9]", cmd.stdout), cmd.stdout
+    for key in (1, 2):
+        cmd = pgbackrest(repo, f"--repo={key}", "--log-level-console=info", "verify")
+        assert cmd.rc == 0, cmd.stdout + cmd.stderr
+        assert not re.search(r"(missing|invalid|other): [1-9]", cmd.stdout), cmd.stdout
 
 
 def test_scheduled_incremental_backup_unit(repo: Any) -> None:
     for kind in ("full", "diff", "incr"):
         assert repo.service(f"pgbackrest-{STANZA}-backup-{kind}.timer").is_running
-    before = len(info(repo)["backup"])
+    before = info(repo)
     cmd = repo.run(f"systemctl start pgbackrest-{STANZA}-backup@incr.service")
     assert cmd.rc == 0, cmd.stderr
-    backups = info(repo)["backup"]
-    assert len(backups) == before + 1 and backups[-1]["type"] == "incr"
+    after = info(repo)
+    # one incremental backup in each repository
+    for key in (1, 2):
+        new = backups_in(after, key)[len(backups_in(before, key)) :]
+        assert [b["type"] for b in new] == ["incr"], new
 
 
 def test_restore_to_scratch_replays_wal(replica: Any) -> None:
@@ -164,11 +178,12 @@ def test_restore_to_scratch_replays_wal(replica: Any) -> None:
 
 
 def test_repository_is_encrypted(repo: Any) -> None:
-    found = repo.run(f"grep -rlF -e {BEFORE} -e {AFTER} {REPO_PATH}")
+    paths = " ".join(REPO_PATHS)
+    found = repo.run(f"grep -rlF -e {BEFORE} -e {AFTER} {paths}")
     assert found.rc == 1 and found.stdout == "", f"marker in clear text: {found.stdout}"
-    # every non-empty file of the repository carries OpenSSL's encryption header
+    # every non-empty file of both repositories carries OpenSSL's encryption header
     plain = repo.run(
-        f"find {REPO_PATH} -type f -size +0 -print0 | "
+        f"find {paths} -type f -size +0 -print0 | "
         'xargs -0 -I{} sh -c \'[ "$(head -c 8 "$1")" = Salted__ ] || echo "$1"\' _ {}'
     )
     assert plain.rc == 0 and plain.stdout.strip() == "", f"not encrypted: {plain.stdout}"

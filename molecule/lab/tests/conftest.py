@@ -1,4 +1,4 @@
-"""Make the shared verifier helpers importable; hosts of the backup scenario as fixtures."""
+"""Make the shared verifier helpers importable; hosts of the lab scenario as fixtures."""
 
 import sys
 from pathlib import Path

@@ -40,14 +40,15 @@ def test_timestamps_and_ages_per_type(text: str) -> None:
     samples = _samples(text)
     ts = "mdus_pgbackrest_last_backup_timestamp_seconds"
     age = "mdus_pgbackrest_last_backup_age_seconds"
-    assert samples[f'{ts}{{stanza="main",type="full"}}'] == 1795654860
-    assert samples[f'{ts}{{stanza="main",type="diff"}}'] == 1795741230
-    assert samples[f'{ts}{{stanza="main",type="incr"}}'] == 1795827610
-    assert samples[f'{ts}{{stanza="main",type="any"}}'] == 1795827610
-    assert samples[f'{age}{{stanza="main",type="full"}}'] == NOW - 1795654860
-    assert samples[f'{age}{{stanza="main",type="any"}}'] == NOW - 1795827610
-    assert samples['mdus_pgbackrest_last_backup_duration_seconds{stanza="main",type="full"}'] == 60
-    assert samples['mdus_pgbackrest_last_backup_size_bytes{stanza="main",type="full"}'] == 31500000
+    assert samples[f'{ts}{{repo="1",stanza="main",type="full"}}'] == 1795654860
+    assert samples[f'{ts}{{repo="1",stanza="main",type="diff"}}'] == 1795741230
+    assert samples[f'{ts}{{repo="1",stanza="main",type="incr"}}'] == 1795827610
+    assert samples[f'{ts}{{repo="1",stanza="main",type="any"}}'] == 1795827610
+    assert samples[f'{age}{{repo="1",stanza="main",type="full"}}'] == NOW - 1795654860
+    assert samples[f'{age}{{repo="1",stanza="main",type="any"}}'] == NOW - 1795827610
+    full = '{repo="1",stanza="main",type="full"}'
+    assert samples[f"mdus_pgbackrest_last_backup_duration_seconds{full}"] == 60
+    assert samples[f"mdus_pgbackrest_last_backup_size_bytes{full}"] == 31500000
 
 
 def test_stanza_status_and_counts(text: str) -> None:
@@ -56,10 +57,31 @@ def test_stanza_status_and_counts(text: str) -> None:
     assert samples["mdus_pgbackrest_collect_timestamp_seconds"] == NOW
     assert samples['mdus_pgbackrest_stanza_status{stanza="main"}'] == 0
     assert samples['mdus_pgbackrest_stanza_status{stanza="empty"}'] == 2
-    assert samples['mdus_pgbackrest_backups{stanza="main"}'] == 3
-    assert samples['mdus_pgbackrest_backups{stanza="empty"}'] == 0
+    assert samples['mdus_pgbackrest_repo_status{repo="1",stanza="main"}'] == 0
+    assert samples['mdus_pgbackrest_backups{repo="1",stanza="main"}'] == 3
+    assert samples['mdus_pgbackrest_backups{repo="1",stanza="empty"}'] == 0
     # A stanza without backups has no freshness series (its status code says why).
     assert not any('stanza="empty",type=' in key for key in samples)
+
+
+def test_each_repository_ages_on_its_own() -> None:
+    """repo2 (cross-region copy) with an old full backup only: its own series say so,
+    repo1's fresh backups do not hide it."""
+    info = json.loads(SAMPLE.read_text())
+    main = info[0]
+    main["repo"].append({"cipher": "none", "key": 2, "status": {"code": 0, "message": "ok"}})
+    old = json.loads(json.dumps(main["backup"][0]))
+    old["database"]["repo-key"] = 2
+    old["timestamp"] = {"start": 1795000000, "stop": 1795000100}
+    main["backup"].append(old)
+    samples = _samples(_module().metrics_from_info(info, NOW))
+    ts = "mdus_pgbackrest_last_backup_timestamp_seconds"
+    assert samples[f'{ts}{{repo="2",stanza="main",type="any"}}'] == 1795000100
+    assert samples[f'{ts}{{repo="1",stanza="main",type="any"}}'] == 1795827610
+    assert samples['mdus_pgbackrest_backups{repo="2",stanza="main"}'] == 1
+    assert samples['mdus_pgbackrest_backups{repo="1",stanza="main"}'] == 3
+    assert samples['mdus_pgbackrest_repo_status{repo="2",stanza="main"}'] == 0
+    assert not any('repo="2",stanza="main",type="incr"' in key for key in samples)
 
 
 def test_failed_command_only_reports_down() -> None:

@@ -1,8 +1,10 @@
-"""Monitoring in the lab: targets, custom metrics, and a real alert end to end.
+"""Monitoring in the lab: targets over mutual TLS, custom metrics, real alerts end to end.
 
 Runs from the monitoring host (Prometheus and Alertmanager APIs are queried from inside
-it) and reaches the PostgreSQL host through Docker. The scenario lowers the lock-wait and
-long-query thresholds to 5 s with `for: 0s` (molecule/monitoring/host_vars/).
+it, with its host certificate) and reaches the other hosts through Docker. The scenario
+lowers the lock-wait and long-query thresholds to 5 s with `for: 0s` and the backup age
+limit to 90 s (molecule/lab/host_vars/mdus-lab-mon.yml). Runs after the pgBackRest
+tests (alphabetical order), which leave backups in both repositories.
 """
 
 from __future__ import annotations
@@ -15,22 +17,38 @@ from typing import Any
 
 import pytest
 import testinfra
+from backup_helpers import PRIMARY, REPLICA, REPO, STANZA
 
-from tests.integration.pglab import molecule_playbook, psql
+from tests.integration.pglab import PKI_DIR, molecule_playbook, psql
 
-PG = "mdus-monitoring-pg1"
-MON = "mdus-monitoring-mon1"
+PG = PRIMARY
+MON = "mdus-lab-mon"
 testinfra_hosts = [f"docker://{MON}"]
 
-PROMETHEUS = "http://127.0.0.1:9090"
-ALERTMANAGER = "http://127.0.0.1:9093"
+PROMETHEUS = "https://127.0.0.1:9090"
+ALERTMANAGER = "http://127.0.0.1:9093"  # loopback only
 RECORDER_FILE = "/var/lib/mdus-alert-recorder/alerts.jsonl"
-FETCH = (
-    "import sys, urllib.request;"
-    " print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
-)
-EXPORTER_DB = "mdus_db"  # molecule/monitoring/host_vars/mdus-monitoring-pg1.yml
+# GET a URL from inside the monitoring host; argv: url, then "cert" to present the host
+# certificate or "nocert"; prints the body, or "ERROR <kind>" when the server refuses.
+FETCH = f"""
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile="{PKI_DIR}/ca.crt")
+if sys.argv[2] == "cert":
+    ctx.load_cert_chain("{PKI_DIR}/host.crt", "{PKI_DIR}/host.key")
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=10, context=ctx).read().decode())
+except Exception as exc:
+    print("ERROR", type(exc).__name__, exc)
+"""
+EXPORTER_DB = "mdus_db"  # inventories/lab/group_vars/postgres.yml
 LIVE_ALERTS = {"PostgresLockWait", "PostgresLongRunningQuery"}
+BACKUP_ALERT = "PgBackRestBackupTooOld"
+
+
+def fetch(mon: Any, url: str, cert: bool = True) -> str:
+    cmd = mon.run("python3 -c %s %s %s", FETCH, url, "cert" if cert else "nocert")
+    assert cmd.rc == 0, cmd.stderr
+    return str(cmd.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +57,9 @@ def pg() -> Any:
 
 
 def get_json(mon: Any, url: str) -> Any:
-    cmd = mon.run("python3 -c %s %s", FETCH, url)
-    assert cmd.rc == 0, cmd.stderr
-    return json.loads(cmd.stdout)
+    body = fetch(mon, url)
+    assert not body.startswith("ERROR"), f"{url}: {body}"
+    return json.loads(body)
 
 
 def promql(mon: Any, expr: str) -> list[dict[str, Any]]:
@@ -73,21 +91,31 @@ def recorded(mon: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def recorded_alerts(mon: Any, status: str, since: float) -> set[str]:
+def recorded_alerts(mon: Any, status: str, since: float, instance: str = PG) -> set[str]:
     """Alert names the webhook recorder received with this status after `since`."""
+    return {name for name, _ in recorded_alert_labels(mon, status, since, instance)}
+
+
+def recorded_alert_labels(
+    mon: Any, status: str, since: float, instance: str
+) -> set[tuple[str, str]]:
+    """(alertname, repo label) of the alerts received with this status after `since`."""
     return {
-        alert["labels"]["alertname"]
+        (alert["labels"]["alertname"], alert["labels"].get("repo", ""))
         for note in recorded(mon)
         if note["received_at"] >= since
         for alert in note["alerts"]
-        if alert["status"] == status and alert["labels"].get("instance") == PG
+        if alert["status"] == status and alert["labels"].get("instance") == instance
     }
 
 
 def test_every_scrape_target_is_up(host: Any) -> None:
     expected = {
         ("postgres", PG),
+        ("postgres", REPLICA),
         ("node", PG),
+        ("node", REPLICA),
+        ("node", REPO),
         ("node", MON),
         ("prometheus", MON),
         ("alertmanager", MON),
@@ -99,9 +127,34 @@ def test_every_scrape_target_is_up(host: Any) -> None:
         ]
         found = {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in active}
         assert set(found) == expected, found
+        schemes = {t["labels"]["job"]: t["scrapeUrl"].split(":")[0] for t in active}
+        assert schemes == {
+            "postgres": "https",
+            "node": "https",
+            "prometheus": "https",
+            "alertmanager": "http",
+        }, schemes
         return set(found) if all(h == "up" for h in found.values()) else None
 
     wait_until("every target up", targets, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://{PG}:9187/metrics",
+        f"https://{REPLICA}:9100/metrics",
+        f"https://{REPO}:9100/metrics",
+        f"{PROMETHEUS}/api/v1/status/buildinfo",
+    ],
+)
+def test_only_clients_with_a_ca_certificate_get_metrics(host: Any, url: str) -> None:
+    """Mutual TLS: no answer in plain HTTP, none over TLS without a client certificate."""
+    assert not fetch(host, url).startswith("ERROR"), url
+    plain = fetch(host, url.replace("https://", "http://"), cert=False)
+    assert plain.startswith("ERROR"), f"plain HTTP answered: {plain[:200]}"
+    anonymous = fetch(host, url, cert=False)
+    assert anonymous.startswith("ERROR"), f"answered without a certificate: {anonymous[:200]}"
 
 
 def test_rules_loaded_with_lab_thresholds(host: Any) -> None:
@@ -160,7 +213,9 @@ def test_custom_metrics_exist_with_sane_values(host: Any, sample_tables: None) -
     assert [float(s["value"][1]) >= 0 for s in mdus_defaults] == [True], mdus_defaults
     rows = f'pg_mdus_default_partition_rows{{{job},partition="verify_parts_default"}}'
     wait_until("rows in verify_parts_default", lambda: promql(host, f"{rows} == 25"), timeout=60)
-    assert not promql(host, 'ALERTS{alertstate="firing",severity="critical"}')
+    # the scenario's 90 s backup age limit is the only critical alert allowed here
+    critical = f'ALERTS{{alertstate="firing",severity="critical",alertname!="{BACKUP_ALERT}"}}'
+    assert not promql(host, critical)
 
 
 @pytest.fixture
@@ -263,3 +318,44 @@ def test_health_playbook_prints_a_table() -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     line = next(line for line in run.stdout.splitlines() if PG in line and "healthy" in line)
     assert "unhealthy" not in line
+
+
+def test_backup_too_old_alert_fires_and_resolves(host: Any, repo: Any) -> None:
+    """From real pgBackRest data: the newest backup of each repository is older than the
+    scenario's 90 s limit, so the alert fires for repo1 and repo2; a scheduled backup
+    brings fresh timestamps and the alert resolves at the webhook."""
+    wanted = {(BACKUP_ALERT, "1"), (BACKUP_ALERT, "2")}
+    expr = f'ALERTS{{alertname="{BACKUP_ALERT}",alertstate="firing",backup_type="any"}}'
+
+    def firing() -> set[tuple[str, str]] | None:
+        found = {(BACKUP_ALERT, s["metric"]["repo"]) for s in promql(host, expr)}
+        return found if found >= wanted else None
+
+    wait_until("the backup age alert firing for both repositories", firing, timeout=240, step=5)
+    wait_until(
+        "the backup age alert at the webhook",
+        lambda: recorded_alert_labels(host, "firing", 0, REPO) >= wanted,
+    )
+    note = next(
+        a
+        for n in recorded(host)
+        for a in n["alerts"]
+        if a["labels"]["alertname"] == BACKUP_ALERT and a["labels"].get("repo") == "2"
+    )
+    assert note["labels"]["stanza"] == STANZA and note["labels"]["severity"] == "critical"
+    assert "in repo2" in note["annotations"]["summary"], note["annotations"]
+    assert note["annotations"]["runbook_url"].endswith(f"/{BACKUP_ALERT}.md")
+
+    since = time.time() - 1
+    cmd = repo.run(f"systemctl start pgbackrest-{STANZA}-backup@incr.service")
+    assert cmd.rc == 0, cmd.stderr
+    cmd = repo.run("systemctl start mdus-pgbackrest-metrics.service")
+    assert cmd.rc == 0, cmd.stderr
+    ages = promql(host, f'mdus_pgbackrest_last_backup_age_seconds{{instance="{REPO}"}}')
+    assert ages, "no backup freshness metrics from the repository host"
+    # well inside the 90 s the fresh backups stay young
+    wait_until(
+        "the backup age alert resolved at the webhook",
+        lambda: recorded_alert_labels(host, "resolved", since, REPO) >= wanted,
+        timeout=75,
+    )
