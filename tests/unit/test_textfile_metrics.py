@@ -1,4 +1,5 @@
-"""pgbackrest info JSON -> node-exporter textfile metrics (roles/monitoring_agent)."""
+"""pgbackrest info JSON and PgBouncer pools -> node-exporter textfile metrics
+(roles/monitoring_agent/files/textfile_metrics.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import pytest
 from tests.modload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "roles/monitoring_agent/files/pgbackrest_metrics.py"
+SCRIPT = REPO / "roles/monitoring_agent/files/textfile_metrics.py"
 SAMPLE = Path(__file__).parent / "data/pgbackrest_info.json"
 NOW = 1795900000  # 2026-11-28, after the sample's newest backup (stop 1795827610)
 
 
 def _module() -> ModuleType:
-    return load_module("pgbackrest_metrics", SCRIPT)
+    return load_module("textfile_metrics", SCRIPT)
 
 
 def _samples(text: str) -> dict[str, float]:
@@ -89,7 +90,7 @@ def test_failed_command_only_reports_down() -> None:
     assert samples == {"mdus_pgbackrest_up": 0, "mdus_pgbackrest_collect_timestamp_seconds": NOW}
 
 
-def test_output_is_valid_exposition_format(text: str) -> None:
+def _promtool_check(text: str) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: apt-get install prometheus (see .ci/run)"
     proc = subprocess.run(
@@ -98,18 +99,131 @@ def test_output_is_valid_exposition_format(text: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_output_is_valid_exposition_format(text: str) -> None:
+    _promtool_check(text)
+
+
 def test_script_writes_file_from_a_command(tmp_path: Path) -> None:
     """End to end: a stand-in pgbackrest prints the sample; the file is replaced whole."""
     fake = tmp_path / "pgbackrest"
     fake.write_text(f"#!/bin/sh\ncat {SAMPLE}\n")
     fake.chmod(0o755)
     out = tmp_path / "pgbackrest.prom"
-    cmd = [sys.executable, str(SCRIPT), "--output", str(out), str(fake)]
+    cmd = [sys.executable, str(SCRIPT), "pgbackrest", "--output", str(out), str(fake)]
     assert subprocess.run(cmd, check=False).returncode == 0
     assert 'mdus_pgbackrest_stanza_status{stanza="main"} 0' in out.read_text()
     failing = tmp_path / "failing"
     failing.write_text("#!/bin/sh\necho 'ERROR: [055]' >&2\nexit 55\n")
     failing.chmod(0o755)
-    cmd = [sys.executable, str(SCRIPT), "--output", str(out), str(failing)]
+    cmd = [sys.executable, str(SCRIPT), "pgbackrest", "--output", str(out), str(failing)]
     assert subprocess.run(cmd, check=False, capture_output=True).returncode == 1
     assert "mdus_pgbackrest_up 0" in out.read_text()
+
+
+# SHOW POOLS / SHOW DATABASES rows as PgBouncer 1.18 returns them (the admin console's
+# own pseudo-database included: it is left out of the metrics).
+POOLS = [
+    {
+        "database": "mdus_db",
+        "user": "mdus_app",
+        "cl_active": 30,
+        "cl_waiting": 4,
+        "sv_active": 18,
+        "sv_idle": 1,
+        "sv_used": 1,
+        "sv_tested": 0,
+        "sv_login": 0,
+        "maxwait": 2,
+        "maxwait_us": 500000,
+        "pool_mode": "transaction",
+    },
+    {
+        "database": "mdus_db_ro",
+        "user": "mdus_readonly",
+        "cl_active": 1,
+        "cl_waiting": 0,
+        "sv_active": 0,
+        "sv_idle": 1,
+        "sv_used": 0,
+        "sv_tested": 0,
+        "sv_login": 0,
+        "maxwait": 0,
+        "maxwait_us": 0,
+        "pool_mode": "transaction",
+    },
+    {
+        "database": "pgbouncer",
+        "user": "pgbouncer",
+        "cl_active": 1,
+        "cl_waiting": 0,
+        "sv_active": 0,
+        "sv_idle": 0,
+        "sv_used": 0,
+        "sv_tested": 0,
+        "sv_login": 0,
+        "maxwait": 0,
+        "maxwait_us": 0,
+        "pool_mode": "statement",
+    },
+]
+DATABASES = [
+    {
+        "name": "mdus_db",
+        "host": "pg1",
+        "port": 5432,
+        "database": "mdus_db",
+        "pool_size": 20,
+        "reserve_pool": 30,
+        "max_connections": 0,
+        "current_connections": 20,
+    },
+    {
+        "name": "mdus_db_ro",
+        "host": "pg2",
+        "port": 5432,
+        "database": "mdus_db",
+        "pool_size": 20,
+        "reserve_pool": 30,
+        "max_connections": 0,
+        "current_connections": 1,
+    },
+    {
+        "name": "pgbouncer",
+        "host": None,
+        "port": 6432,
+        "database": "pgbouncer",
+        "pool_size": 2,
+        "reserve_pool": 0,
+        "max_connections": 0,
+        "current_connections": 0,
+    },
+]
+
+
+def test_pgbouncer_pools_and_databases() -> None:
+    text = _module().metrics_from_pgbouncer(POOLS, DATABASES)
+    samples = _samples(text)
+    pool = 'database="mdus_db",state="{}",user="mdus_app"'
+    assert samples["mdus_pgbouncer_up"] == 1
+    assert samples["mdus_pgbouncer_pool_clients{" + pool.format("active") + "}"] == 30
+    assert samples["mdus_pgbouncer_pool_clients{" + pool.format("waiting") + "}"] == 4
+    assert samples["mdus_pgbouncer_pool_servers{" + pool.format("active") + "}"] == 18
+    assert samples["mdus_pgbouncer_pool_servers{" + pool.format("idle") + "}"] == 1
+    wait = 'mdus_pgbouncer_pool_maxwait_seconds{database="mdus_db",user="mdus_app"}'
+    assert samples[wait] == 2.5
+    assert samples['mdus_pgbouncer_database_pool_size{database="mdus_db"}'] == 20
+    assert samples['mdus_pgbouncer_database_reserve_pool{database="mdus_db_ro"}'] == 30
+    assert samples['mdus_pgbouncer_database_current_connections{database="mdus_db"}'] == 20
+    assert not any('database="pgbouncer"' in key for key in samples), "admin console exported"
+    _promtool_check(text)
+
+
+def test_pgbouncer_down_only_reports_down(tmp_path: Path) -> None:
+    """No PgBouncer behind the DSN: exit code 1 and mdus_pgbouncer_up 0 in the file."""
+    out = tmp_path / "pgbouncer.prom"
+    dsn = f"host={tmp_path} port=6432 dbname=pgbouncer connect_timeout=2"
+    cmd = [sys.executable, str(SCRIPT), "pgbouncer", "--output", str(out), "--dsn", dsn]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "PgBouncer admin console" in proc.stderr
+    assert _samples(out.read_text()) == {"mdus_pgbouncer_up": 0}
