@@ -84,3 +84,16 @@ def test_lookup_function_serves_no_superuser(host: Any) -> None:
     acl = psql(host, "SELECT proacl::text FROM pg_proc WHERE proname = 'get_auth'", db="mdus_db")
     grantees = {entry.split("=")[0] for entry in acl.strip("{}").split(",")}
     assert grantees == {"postgres", "pgbouncer_auth"}, acl  # "" would be PUBLIC
+
+
+def test_admin_console_only_by_peer_on_the_local_socket(host: Any) -> None:
+    """The pool metrics' OS user reads SHOW POOLS by peer; over TCP the console takes no
+    login at all, whatever the password (its users sit in userlist.txt without one)."""
+    local = host.run(
+        "runuser -u prometheus -- psql -X -Atq -h /var/run/postgresql -p 6432 -U prometheus"
+        " -d pgbouncer -c 'SHOW POOLS'"
+    )
+    assert local.rc == 0, local.stderr
+    for user in ("prometheus", "postgres"):
+        rc, _, err = tcp_psql(host, _bouncer(db="pgbouncer", user=user), "SHOW POOLS", "")
+        assert rc != 0 and "login rejected" in err, err
