@@ -45,8 +45,10 @@ def test_wrong_passphrase_cannot_read_the_repository(repo: Any) -> None:
     cmd = pgbackrest(repo, "--output=json", "info", env="PGBACKREST_REPO1_CIPHER_PASS=wrong")
     # the error message carries undecryptable bytes: not UTF-8
     stanza = json.loads(cmd.stdout_bytes.decode(errors="replace"), strict=False)[0]
-    assert stanza["status"]["code"] == 99
-    assert "unable to load info file" in stanza["repo"][0]["status"]["message"]
+    repos = {r["key"]: r["status"] for r in stanza["repo"]}
+    assert repos[1]["code"] == 99, repos
+    assert "unable to load info file" in repos[1]["message"]
+    assert repos[2]["code"] == 0, "repo2 keeps its own passphrase"
 
 
 def test_unreachable_repository_keeps_the_wal(primary: Any, repo: Any) -> None:

@@ -213,6 +213,12 @@ def test_custom_metrics_exist_with_sane_values(host: Any, sample_tables: None) -
     assert [float(s["value"][1]) >= 0 for s in mdus_defaults] == [True], mdus_defaults
     rows = f'pg_mdus_default_partition_rows{{{job},partition="verify_parts_default"}}'
     wait_until("rows in verify_parts_default", lambda: promql(host, f"{rows} == 25"), timeout=60)
+    # PgBouncer pools (textfile metrics of the node exporter) on both database hosts
+    for instance in (PG, REPLICA):
+        assert value(host, f'mdus_pgbouncer_up{{instance="{instance}"}}') == 1, instance
+        size = f'mdus_pgbouncer_database_pool_size{{instance="{instance}",database="mdus_db"}}'
+        assert value(host, size) == 20
+    assert not promql(host, 'mdus_pgbouncer_pool_maxwait_seconds{database="pgbouncer"}')
     # the scenario's 90 s backup age limit is the only critical alert allowed here
     critical = f'ALERTS{{alertstate="firing",severity="critical",alertname!="{BACKUP_ALERT}"}}'
     assert not promql(host, critical)
