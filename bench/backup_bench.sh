@@ -6,8 +6,8 @@
 # to the repository) and the time until that copy is consistent and promoted.
 #   bench/backup_bench.sh [SCALE=20]
 # Containers: MDUS_PRIMARY (mdus-pg1), MDUS_REPO (mdus-repo1), MDUS_RESTORE_HOST (mdus-pg2);
-# for the molecule scenario: MDUS_PRIMARY=mdus-backup-pg1 MDUS_REPO=mdus-backup-repo
-# MDUS_RESTORE_HOST=mdus-backup-pg2.
+# for the molecule scenario: MDUS_PRIMARY=mdus-lab-pg1 MDUS_REPO=mdus-lab-repo
+# MDUS_RESTORE_HOST=mdus-lab-pg2.
 set -euo pipefail
 scale=${1:-20}
 primary=${MDUS_PRIMARY:-mdus-pg1}
