@@ -35,7 +35,11 @@ def tool(name: str) -> str:
 
 def role_vars(**overrides: Any) -> dict[str, Any]:
     variables: dict[str, Any] = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
-    variables.update(yaml.safe_load((ROLE / "vars/main.yml").read_text()))
+    # vars/main.yml derives values with Jinja: let the Templar evaluate them, as Ansible does
+    derived = yaml.safe_load((ROLE / "vars/main.yml").read_text())
+    variables.update(
+        {k: trust_as_template(v) if isinstance(v, str) else v for k, v in derived.items()}
+    )
     variables.update(ansible_managed="Ansible managed", inventory_hostname="mon1")
     variables.update(overrides)
     return variables
@@ -175,5 +179,79 @@ def test_prometheus_config_targets_from_inventory(tmp_path: Path) -> None:
     rules_glob.mkdir()
     (rules_glob / "mdus.rules.yml").write_text(render("mdus.rules.yml.j2"))
     (tmp_path / "prometheus.yml").write_text(text.replace("/etc/prometheus/rules", str(rules_glob)))
+    proc = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# exporter-toolkit's documented example hash (user prometheus, password "test"): a test
+# fixture, not a credential of any deployment.
+EXAMPLE_BCRYPT = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG"
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a host certificate signed by it, with openssl."""
+    ca_key, ca, key, csr, crt = (
+        directory / n for n in ("ca.key", "ca.crt", "h.key", "h.csr", "h.crt")
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-subj", "/CN=test CA", "-days", "2"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=mon1"],
+        [
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            crt,
+            "-days",
+            "2",
+        ],
+    ):
+        proc = run(tool("openssl"), *map(str, cmd))
+        assert proc.returncode == 0, proc.stderr
+    return ca, crt, key
+
+
+def test_mutual_tls_and_basic_auth_configs_are_valid(tmp_path: Path) -> None:
+    """Production mode: Prometheus' web config (TLS, client CA, basic auth) passes
+    `promtool check web-config`; the scrape configs carry the client certificate."""
+    ca, crt, key = _tls_files(tmp_path)
+    tls = {
+        "monitoring_server_web_tls_cert_file": str(crt),
+        "monitoring_server_web_tls_key_file": str(key),
+        "monitoring_server_web_tls_client_ca_file": str(ca),
+        "monitoring_server_web_basic_auth_users": {"prometheus": EXAMPLE_BCRYPT},
+        "monitoring_server_scrape_scheme": "https",
+        "monitoring_server_scrape_ca_file": str(ca),
+        "monitoring_server_scrape_cert_file": str(crt),
+        "monitoring_server_scrape_key_file": str(key),
+    }
+    web = tmp_path / "web-config.yml"
+    web.write_text(render("web-config.yml.j2", **tls))
+    server = yaml.safe_load(web.read_text())["tls_server_config"]
+    assert server["client_auth_type"] == "RequireAndVerifyClientCert"
+    assert server["client_ca_file"] == str(ca) and server["min_version"] == "TLS12"
+    proc = run(tool("promtool"), "check", "web-config", str(web))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    groups = {"postgres": ["pg1"], "monitoring": ["mon1"]}
+    hostvars: dict[str, dict[str, str]] = {"pg1": {}, "mon1": {}}
+    text = render("prometheus.yml.j2", groups=groups, hostvars=hostvars, **tls)
+    jobs = {job["job_name"]: job for job in yaml.safe_load(text)["scrape_configs"]}
+    for name in ("postgres", "node", "prometheus"):
+        assert jobs[name]["scheme"] == "https", name
+        assert jobs[name]["tls_config"] == {
+            "ca_file": str(ca),
+            "cert_file": str(crt),
+            "key_file": str(key),
+        }, name
+    assert jobs["alertmanager"].get("scheme", "http") == "http"  # loopback only
+    (tmp_path / "prometheus.yml").write_text(text)
     proc = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
