@@ -104,7 +104,7 @@ def bench_queries(conn: psycopg.Connection[Any], repeat: int) -> None:
                 with conn.transaction():
                     conn.execute("SET LOCAL ROLE mdus_app")
                     conn.execute(
-                        "SELECT set_config('mdus.app_user', md5('user' || %s)::uuid::text, true)",
+                        "SELECT mdus_set_app_user(md5('user' || %s)::uuid)",
                         (i % 100,),
                     )
                     start = time.perf_counter()

@@ -17,7 +17,7 @@ from conftest import MIGRATE, popen_migrate, run_migrate, schema_dump, write_mig
 
 from tests.modload import load_module
 
-ALL = ["001", "002", "003"]
+ALL = ["001", "002", "003", "004"]
 
 
 def load_runner() -> ModuleType:
@@ -108,7 +108,7 @@ def test_migrate_all_then_nothing_to_do(empty_db: str) -> None:
     assert report["changed"] is True
     assert [step["version"] for step in report["applied"]] == ALL
     assert all(isinstance(step["ms"], int) and step["attempts"] == 1 for step in report["applied"])
-    assert report["pending"] == [] and report["drift"] == [] and report["current"] == "003"
+    assert report["pending"] == [] and report["drift"] == [] and report["current"] == ALL[-1]
 
     second = run_migrate(empty_db, "migrate", "--json")
     assert second.rc == 0, second.stderr
@@ -116,22 +116,22 @@ def test_migrate_all_then_nothing_to_do(empty_db: str) -> None:
 
     status = run_migrate(empty_db, "status", "--json")
     assert status.rc == 0
-    assert [m["state"] for m in status.json["migrations"]] == ["applied"] * 3
+    assert [m["state"] for m in status.json["migrations"]] == ["applied"] * len(ALL)
     with psycopg.connect(empty_db) as conn:
         rows = conn.execute(
             "SELECT checksum_algorithm, applied_by, success, execution_ms >= 0, length(checksum)"
             " FROM schema_migrations"
         ).fetchall()
         log = conn.execute("SELECT action, count(*) FROM schema_migrations_log GROUP BY 1")
-        assert dict(log.fetchall()) == {"migrate": 3}
-    assert rows == [("sha256:lf:no-bom", "postgres", True, True, 64)] * 3
+        assert dict(log.fetchall()) == {"migrate": len(ALL)}
+    assert rows == [("sha256:lf:no-bom", "postgres", True, True, 64)] * len(ALL)
 
 
 def test_status_human_output(migrated_db: str) -> None:
     result = run_migrate(migrated_db, "status", "--verbose")
     assert result.rc == 0
     assert "001      initial_schema" in result.stdout
-    assert "3 applied" in result.stdout
+    assert f"{len(ALL)} applied" in result.stdout
 
 
 def test_dry_run_changes_nothing(empty_db: str) -> None:
@@ -146,7 +146,10 @@ def test_migrate_to_target(empty_db: str) -> None:
     result = run_migrate(empty_db, "migrate", "--target", "002_add_enhanced_features", "--json")
     assert result.rc == 2, result.stderr
     assert versions(empty_db) == ["001", "002"]
-    assert result.json["pending"] == ["003_add_user_preferences"]
+    assert result.json["pending"] == [
+        "003_add_user_preferences",
+        "004_bind_app_user_to_transaction",
+    ]
     assert run_migrate(empty_db, "migrate", "--target", "002_wrong_name").rc == 1
 
 
@@ -160,7 +163,7 @@ def test_rollback_and_reapply_gives_identical_schema(
     assert down.rc == 2, down.stderr
     kept = [v for v in ALL if int(v) <= int(target)]
     assert versions(dsn) == kept
-    assert [s["direction"] for s in down.json["applied"]] == ["down"] * (3 - len(kept))
+    assert [s["direction"] for s in down.json["applied"]] == ["down"] * (len(ALL) - len(kept))
     if target == "0":
         tables = scalar(
             dsn,
@@ -421,6 +424,7 @@ def test_baseline(empty_db: str, tmp_path: Path) -> None:
     assert [(m["state"], m["kind"]) for m in status] == [
         ("applied", "baseline"),
         ("applied", "baseline"),
+        ("pending", None),
         ("pending", None),
     ]
     assert run_migrate(empty_db, "baseline", "--version", "003").rc == 1

@@ -81,7 +81,7 @@ def acting_as(conn: Conn, role: str, app_user: str | None = None) -> Iterator[Co
     with conn.transaction():
         conn.execute(f"SET LOCAL ROLE {role}")
         if app_user is not None:
-            conn.execute("SELECT set_config('mdus.app_user', %s, true)", (app_user,))
+            conn.execute("SELECT mdus_set_app_user(%s)", (app_user,))
         yield conn
 
 
@@ -283,8 +283,64 @@ def test_rls_without_app_user_sees_nothing(db: Conn, two_users: dict[str, str]) 
     with acting_as(db, "mdus_app") as conn:
         assert count(conn, "SELECT count(*) FROM documents") == 0
         assert count(conn, "SELECT count(*) FROM extracted_entities") == 0
-    with acting_as(db, "mdus_app", "not-a-uuid") as conn:
+    with db.transaction():
+        db.execute("SET LOCAL ROLE mdus_app")
+        db.execute("SELECT mdus_set_app_user(%s)", (two_users["alice"],))
+        db.execute("SELECT set_config('mdus.app_user', 'not-a-uuid', true)")
+        assert count(db, "SELECT count(*) FROM documents") == 0
+
+
+def test_session_level_identity_is_ignored(db: Conn, two_users: dict[str, str]) -> None:
+    """What a plain SET does: the value outlives the transaction, so on a pooled server
+    connection it would reach the next client. Only an identity bound to the current
+    transaction by mdus_set_app_user() counts."""
+    db.execute("SELECT set_config('mdus.app_user', %s, false)", (two_users["alice"],))
+    try:
+        with acting_as(db, "mdus_app") as conn:
+            assert count(conn, "SELECT count(*) FROM documents") == 0
+            assert conn.execute("SELECT mdus_app_user_id()").fetchone() == (None,)
+        with acting_as(db, "mdus_app") as conn:  # transaction-local, but not bound
+            conn.execute("SELECT set_config('mdus.app_user', %s, true)", (two_users["alice"],))
+            assert count(conn, "SELECT count(*) FROM documents") == 0
+    finally:
+        db.execute("RESET mdus.app_user")
+
+
+def test_bound_identity_lasts_one_transaction(db: Conn, two_users: dict[str, str]) -> None:
+    with acting_as(db, "mdus_app", two_users["alice"]) as conn:
+        assert count(conn, "SELECT count(*) FROM documents") == 1
+    # The binding token of a finished transaction, replayed at session level, is stale.
+    token = db.execute("SELECT mdus_transaction_token()").fetchone()
+    assert token
+    db.execute("SELECT set_config('mdus.app_user_xact', %s, false)", token)
+    db.execute("SELECT set_config('mdus.app_user', %s, false)", (two_users["alice"],))
+    try:
+        with acting_as(db, "mdus_app") as conn:
+            assert count(conn, "SELECT count(*) FROM documents") == 0
+    finally:
+        db.execute("RESET mdus.app_user")
+        db.execute("RESET mdus.app_user_xact")
+    with acting_as(db, "mdus_app", two_users["bob"]) as conn:
+        conn.execute("SELECT mdus_set_app_user(NULL)")
         assert count(conn, "SELECT count(*) FROM documents") == 0
+
+
+def test_audit_names_only_the_bound_identity(db: Conn, two_users: dict[str, str]) -> None:
+    db.execute("SELECT set_config('mdus.app_user', %s, false)", (two_users["bob"],))
+    try:
+        with acting_as(db, "mdus_app", two_users["alice"]) as conn:
+            conn.execute(
+                "UPDATE documents SET status = 'processing' WHERE id = %s",
+                (two_users["alice_doc"],),
+            )
+    finally:
+        db.execute("RESET mdus.app_user")
+    row = db.execute(
+        "SELECT user_id::text, changed_by FROM audit_logs WHERE record_id = %s"
+        " AND action = 'UPDATE' ORDER BY id DESC LIMIT 1",
+        (two_users["alice_doc"],),
+    ).fetchone()
+    assert row == (two_users["alice"], two_users["alice"])
 
 
 def test_admin_role_sees_all_rows(db: Conn, two_users: dict[str, str]) -> None:
