@@ -128,6 +128,22 @@ def test_thresholds_come_from_variables(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_dr_drill_alert_is_off_by_default_and_fires_when_on(
+    tmp_path: Path, rules: list[dict[str, Any]]
+) -> None:
+    """DrDrillStale exists only with monitoring_server_alert_dr_drill_max_age_days > 0;
+    then it fires when no drill passed within the window, or none ever ran."""
+    assert "DrDrillStale" not in {rule["alert"] for rule in rules}
+    (tmp_path / "mdus.rules.yml").write_text(
+        render("mdus.rules.yml.j2", monitoring_server_alert_dr_drill_max_age_days=7)
+    )
+    fixture = Path(__file__).parent / "promtool_optional" / "dr_drill.yml"
+    shutil.copy(fixture, tmp_path / fixture.name)
+    proc = run(tool("promtool"), "test", "rules", fixture.name, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (RUNBOOKS / "DrDrillStale.md").is_file()
+
+
 LAB_VARS = yaml.safe_load((REPO / "inventories/lab/group_vars/monitoring.yml").read_text())
 EMAIL_VARS = {
     "monitoring_server_alertmanager_receivers": [
