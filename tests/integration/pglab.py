@@ -83,6 +83,8 @@ def molecule_playbook(
     env.setdefault("MDUS_LAB_DIR", os.environ["MOLECULE_EPHEMERAL_DIRECTORY"] + "/lab")
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
+    env.pop("ANSIBLE_FORCE_COLOR", None)  # molecule sets it; tests read the plain text
+    env["ANSIBLE_NOCOLOR"] = "1"
     cmd = ["ansible-playbook", "-i", str(inventory), str(REPO / playbook)]
     if extra_inventory:
         cmd[3:3] = ["-i", str(extra_inventory)]

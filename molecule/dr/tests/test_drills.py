@@ -137,6 +137,7 @@ def test_failover_after_sigkill_with_synchronous_replication() -> None:
         return playbook("failover")
 
     result = drill("failover", dsn(), crash_and_fail_over, out_dir=OUT, settle=6)
+    assert result["action_rc"] == 0, output(result)
     report = last_report("failover")
     record(
         result,

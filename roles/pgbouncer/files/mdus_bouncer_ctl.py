@@ -48,7 +48,11 @@ def console(command: str, timeout: float = 10) -> list[dict[str, str]]:
     ]
     if os.geteuid() == 0:
         argv = ["runuser", "-u", "postgres", "--", *argv]
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    # The admin console takes no startup options (PGOPTIONS would make it refuse us).
+    env = {k: v for k, v in os.environ.items() if k != "PGOPTIONS"}
+    out = subprocess.run(
+        argv, capture_output=True, text=True, check=False, timeout=timeout, env=env
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{command}: {out.stderr.strip()}")
     lines = out.stdout.splitlines()
