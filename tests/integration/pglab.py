@@ -92,3 +92,14 @@ def molecule_playbook(
     if limit:
         cmd += ["--limit", limit]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=600)
+
+
+def changed_tasks(output: str) -> list[str]:
+    """'TASK name -> host' for every task an ansible-playbook run reported as changed."""
+    found, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:].split("]")[0]
+        elif line.startswith("changed: ["):
+            found.append(f"{task} -> {line[10:].split(']')[0]}")
+    return found
