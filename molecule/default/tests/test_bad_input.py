@@ -60,6 +60,43 @@ CASES = [
         "missing-ca.crt does not exist",
         id="missing-ca",
     ),
+    # Values PostgreSQL itself rejects: vetted with postgres -C on a candidate file, the
+    # live postgresql.conf is never replaced.
+    pytest.param(
+        {"postgresql_settings": {"max_connections": -5}},
+        'outside the valid range for parameter "max_connections"',
+        id="setting-out-of-range",
+    ),
+    pytest.param(
+        {"postgresql_settings": {"work_mem": "lots"}},
+        'invalid value for parameter "work_mem"',
+        id="setting-bad-value",
+    ),
+    pytest.param(
+        {"postgresql_settings": {"shared_bufers": "1GB"}},
+        "names shared_bufers: not a PostgreSQL 15 setting",
+        id="setting-misspelt",
+    ),
+    pytest.param(
+        {"postgresql_settings": {"pgaudt.log": "all"}},
+        "names pgaudt.log",
+        id="setting-unknown-namespace",
+    ),
+    pytest.param(
+        {"postgresql_settings": {"max_wal_senders": 1}},
+        "max_wal_senders (1) must be at least",
+        id="too-few-wal-senders",
+    ),
+    pytest.param(
+        {"mdus_schema_passwords": {"mdus_app": "   "}},
+        "mdus_schema_passwords: the password of mdus_app is empty or only",
+        id="blank-app-password",
+    ),
+    pytest.param(
+        {"postgresql_users": [{"name": "mdus_dba", "password": ""}]},
+        "postgresql_users: the password of mdus_dba is empty",
+        id="empty-user-password",
+    ),
 ]
 
 
@@ -72,7 +109,12 @@ def _fingerprint(host: Any) -> str:
         PKI_DIR,
     ).stdout
     started = psql(host, "SELECT pg_postmaster_start_time()")
-    return sums + started
+    passwords = psql(
+        host,
+        "SELECT string_agg(rolname || ':' || md5(coalesce(rolpassword, '')), ',' ORDER BY rolname)"
+        " FROM pg_authid WHERE rolname IN ('mdus_app', 'mdus_dba', 'replicator')",
+    )
+    return sums + started + passwords
 
 
 @pytest.mark.parametrize(("extra_vars", "message"), CASES)
