@@ -76,6 +76,7 @@ def molecule_playbook(
     extra_vars: dict[str, Any],
     limit: str | None = None,
     extra_inventory: Path | None = None,
+    options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run a playbook of the repo against the running molecule scenario's inventory."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
@@ -91,6 +92,7 @@ def molecule_playbook(
     cmd += ["-e", json.dumps(extra_vars)]
     if limit:
         cmd += ["--limit", limit]
+    cmd += list(options)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=600)
 
 
