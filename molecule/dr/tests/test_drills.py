@@ -195,6 +195,25 @@ def test_rejoin(method: str) -> None:
     assert not node(PG1).file("/var/lib/postgresql/mdus-fenced").exists
 
 
+def test_rolling_restart_without_client_errors() -> None:
+    """Every node restarted one at a time (replicas first, each streaming again before the
+    next; the primary with PgBouncer paused): no failed client transaction."""
+    new = last_report("failover")["new_primary"]
+    started = {h: psql(node(h), "SELECT pg_postmaster_start_time()") for h in DB_HOSTS}
+    result = drill(
+        "rolling-restart",
+        dsn(),
+        lambda: playbook("rolling_restart", dr_restart_all=True),
+        out_dir=OUT,
+    )
+    record(result, expected_rpo_kept=result["rpo_lost_writes"] == 0)
+    assert result["action_rc"] == 0, output(result)
+    assert result["rpo_lost_writes"] == 0 and result["client_errors"] == 0, result
+    assert all(psql(node(h), "SELECT pg_postmaster_start_time()") != started[h] for h in DB_HOSTS)
+    assert not in_recovery(new)
+    wait_streaming(new, {h for h in DB_HOSTS if h != new})
+
+
 def test_site_converges_unchanged_on_the_new_topology() -> None:
     new = last_report("failover")["new_primary"]
     rerun = molecule_playbook("site.yml", {})
@@ -210,7 +229,7 @@ def test_site_converges_unchanged_on_the_new_topology() -> None:
 
 
 def test_drill_results_reach_node_exporter() -> None:
-    assert len(RESULTS) == 5, [r["drill"] for r in RESULTS]
+    assert len(RESULTS) == 6, [r["drill"] for r in RESULTS]
     OUT.mkdir(exist_ok=True)
     (OUT / "summary.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
     metrics = OUT / "mdus_dr_drills.prom"

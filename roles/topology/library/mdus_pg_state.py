@@ -76,6 +76,8 @@ SELECT json_build_object(
                                   AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
                                   AND now() - xact_start > interval '5 seconds'), '[]'),
   'synchronous_standby_names', current_setting('synchronous_standby_names'),
+  'pending_restart', coalesce((SELECT json_agg(name ORDER BY name) FROM pg_settings
+                                WHERE pending_restart), '[]'),
   'postmaster_start', pg_postmaster_start_time()::text
 )
 """
