@@ -7,8 +7,9 @@
       with the old primary anyway; new clients wait for RESUME). Exit 3 when PAUSE does
       not finish within the timeout: everything is RESUMEd and the server connections
       still busy are printed.
-  mdus-bouncer-ctl resume
-      RESUME every paused database.
+  mdus-bouncer-ctl resume [--reload]
+      RESUME every paused database; with --reload, RELOAD the configuration first (in
+      one step: the new targets are read before the first query is let through).
   mdus-bouncer-ctl show
       The databases as JSON (name, host, pool_mode, paused).
 
@@ -109,15 +110,19 @@ def main() -> int:
     p = sub.add_parser("pause")
     p.add_argument("--server", required=True, help="host of the databases to pause")
     p.add_argument("--timeout", type=float, default=10)
-    sub.add_parser("resume")
+    r = sub.add_parser("resume")
+    r.add_argument("--reload", action="store_true", help="RELOAD the configuration first")
     sub.add_parser("show")
     args = parser.parse_args()
     try:
         if args.command == "pause":
             result = pause(args.server, args.timeout)
         elif args.command == "resume":
+            if args.reload:
+                console("RELOAD")
             names = resume()
-            result = {"changed": bool(names), "resumed": names}
+            result = {"changed": bool(names) or args.reload, "resumed": names,
+                      "reloaded": args.reload}
         else:
             result = {"changed": False, "databases": databases()}
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
