@@ -121,8 +121,11 @@ def main() -> int:
             if args.reload:
                 console("RELOAD")
             names = resume()
-            result = {"changed": bool(names) or args.reload, "resumed": names,
-                      "reloaded": args.reload}
+            result = {
+                "changed": bool(names) or args.reload,
+                "resumed": names,
+                "reloaded": args.reload,
+            }
         else:
             result = {"changed": False, "databases": databases()}
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
