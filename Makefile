@@ -6,7 +6,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export MDUS_LAB_IMAGE ?= mdus/debian12-systemd:latest
 SCENARIOS ?= default cluster lab dr
-PY_DIRS := roles tests bench schema scripts molecule files
+PY_DIRS := roles tests bench schema scripts molecule files plugins
 
 .PHONY: help venv docker image lab lab-destroy lint syntax unit molecule test bench-provision
 

@@ -126,5 +126,6 @@ def test_bad_input_refused_host_unchanged(
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-2000:]
     assert message in output, output[-3000:]
+    assert "argument_spec_data" not in output, "the refusal is buried in the role's specification"
     assert "changed=0" in output, output[-2000:]
     assert _fingerprint(host) == before
