@@ -88,6 +88,11 @@ CASES = [
         id="too-few-wal-senders",
     ),
     pytest.param(
+        {"postgresql_settings": {"work_mem": "1GB"}},
+        "more than four times the host's",
+        id="work-mem-overcommit",
+    ),
+    pytest.param(
         {"mdus_schema_passwords": {"mdus_app": "   "}},
         "mdus_schema_passwords: the password of mdus_app is empty or only",
         id="blank-app-password",
