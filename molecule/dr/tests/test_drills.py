@@ -195,23 +195,39 @@ def test_rejoin(method: str) -> None:
     assert not node(PG1).file("/var/lib/postgresql/mdus-fenced").exists
 
 
-def test_rolling_restart_without_client_errors() -> None:
-    """Every node restarted one at a time (replicas first, each streaming again before the
-    next; the primary with PgBouncer paused): no failed client transaction."""
+def versions(name: str) -> tuple[str, str]:
+    """(running, installed) PostgreSQL version of a node."""
+    running = psql(node(name), "SHOW server_version").split()[0]
+    installed = node(name).check_output("/usr/lib/postgresql/15/bin/postgres --version").split()[2]
+    return running, installed
+
+
+def test_minor_update_rolling_without_client_errors() -> None:
+    """The scenario installs an older minor (host_vars: postgresql_package_version);
+    minor_update.yml updates the packages node by node (replicas first, each streaming
+    again before the next; the primary with PgBouncer paused) and restarts each on its new
+    binary: no failed client transaction, every node on the newer version."""
     new = last_report("failover")["new_primary"]
+    before = {h: versions(h) for h in DB_HOSTS}
+    assert all(running == installed for running, installed in before.values()), before
     started = {h: psql(node(h), "SELECT pg_postmaster_start_time()") for h in DB_HOSTS}
-    result = drill(
-        "rolling-restart",
-        dsn(),
-        lambda: playbook("rolling_restart", dr_restart_all=True),
-        out_dir=OUT,
-    )
-    record(result, expected_rpo_kept=result["rpo_lost_writes"] == 0)
+    result = drill("minor-update", dsn(), lambda: playbook("minor_update"), out_dir=OUT)
+    after = {h: versions(h) for h in DB_HOSTS}
+    record(result, versions_before=before, versions_after=after)
     assert result["action_rc"] == 0, output(result)
     assert result["rpo_lost_writes"] == 0 and result["client_errors"] == 0, result
+    for h in DB_HOSTS:
+        old, now = before[h][0], after[h][0]
+        assert after[h][0] == after[h][1], (h, after[h])
+        assert tuple(map(int, now.split("."))) > tuple(map(int, old.split("."))), (h, old, now)
     assert all(psql(node(h), "SELECT pg_postmaster_start_time()") != started[h] for h in DB_HOSTS)
+    assert not node(PG1).file("/usr/sbin/policy-rc.d").exists
     assert not in_recovery(new)
     wait_streaming(new, {h for h in DB_HOSTS if h != new})
+    again = playbook("rolling_restart")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "the primary needed no restart" in again.stdout, again.stdout[-3000:]
+    assert not changed_tasks(again.stdout), changed_tasks(again.stdout)
 
 
 def test_site_converges_unchanged_on_the_new_topology() -> None:
