@@ -83,6 +83,11 @@ CASES = [
         id="setting-unknown-namespace",
     ),
     pytest.param(
+        {"postgresql_settings": {"pgaudit.lgo": "all"}},
+        "names pgaudit.lgo: the running server has that library loaded",
+        id="setting-unknown-to-loaded-library",
+    ),
+    pytest.param(
         {"postgresql_settings": {"max_wal_senders": 1}},
         "max_wal_senders (1) must be at least",
         id="too-few-wal-senders",
