@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -146,6 +147,7 @@ class Options:
     lock_retries: int
     dry_run: bool
     quiet: bool
+    restore_point: bool = True
 
 
 @dataclass
@@ -157,6 +159,7 @@ class Report:
     pending: list[str] = field(default_factory=list)
     drift: list[dict[str, str]] = field(default_factory=list)
     current: str | None = None
+    restore_point: dict[str, str] | None = None
     migrations: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     exit_code: int = EXIT_OK
@@ -574,6 +577,34 @@ def run_autocommit(
     }
 
 
+def create_restore_point(
+    conn: psycopg.Connection[Any], applied: dict[str, Applied], opts: Options, report: Report
+) -> None:
+    """Mark the WAL before a change, so point-in-time recovery can go back to it.
+
+    Only on a primary that archives WAL (the name is useless without the archive). Named
+    after the version the run starts from: mdus_before_<version>_<UTC time>.
+    """
+    row = conn.execute(
+        "SELECT current_setting('archive_mode') IN ('on', 'always') AND NOT pg_is_in_recovery()"
+    ).fetchone()
+    if not opts.restore_point or not row or not row[0]:
+        return
+    start = max(applied, key=int) if applied else "000"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"mdus_before_{start}_{stamp}"
+    try:
+        lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", (name,)).fetchone()
+    except errors.InsufficientPrivilege as exc:
+        raise MigrationError(
+            f"cannot create the restore point {name}: {exc.diag.message_primary}. Run as a "
+            "superuser, GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) to this role, "
+            "or pass --no-restore-point to go on without one"
+        ) from exc
+    report.restore_point = {"name": name, "lsn": lsn[0] if lsn else ""}
+    say(opts, f"restore point {name} at {report.restore_point['lsn']}")
+
+
 def execute_plan(
     conn: psycopg.Connection[Any],
     plan: Sequence[Migration],
@@ -621,6 +652,7 @@ def cmd_migrate(
             "nothing to do" if not plan else "would apply: " + ", ".join(m.ident for m in plan),
         )
         return
+    create_restore_point(conn, applied, opts, report)
     execute_plan(conn, plan, "up", opts, report)
     done = {step["version"] for step in report.applied}
     report.pending = [m.ident for m in pending if m.version not in done]
@@ -650,6 +682,7 @@ def cmd_rollback(
             "nothing to do" if not plan else "would roll back: " + ", ".join(m.ident for m in plan),
         )
         return
+    create_restore_point(conn, applied, opts, report)
     execute_plan(conn, plan, "down", opts, report)
 
 
@@ -812,6 +845,10 @@ EPILOG = """exit codes:
   3  refused: drift (applied file edited, missing or failed) or out-of-order versions
   4  lock: migration lock held elsewhere past --lock-wait, or lock_timeout retries spent
 
+restore point: migrate and rollback first create one (pg_create_restore_point) named
+mdus_before_<version>_<UTC time> on a primary that archives WAL (--no-restore-point: none);
+point-in-time recovery can return to it (docs/runbooks/pitr.md).
+
 file markers: '-- migrate:up', '-- migrate:down', '-- migrate:no-transaction',
 '-- migrate:lock-timeout 10s', '-- migrate:statement-timeout 1h'.
 Connection: libpq (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSSLMODE, ~/.pgpass) or --dsn."""
@@ -855,6 +892,12 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--target", help="stop after this version (e.g. 002)")
     rb = sub.add_parser("rollback", parents=[common], help="run down sections back to a version")
     rb.add_argument("--target", required=True, help="version to keep (0: roll back everything)")
+    for changing in (mig, rb):
+        changing.add_argument(
+            "--no-restore-point",
+            action="store_true",
+            help="no restore point before the change (one is made when WAL is archived)",
+        )
     sub.add_parser("repair", parents=[common], help="accept edited/missing/failed versions")
     bl = sub.add_parser("baseline", parents=[common], help="record versions without running")
     bl.add_argument("--version", required=True, help="last version already in the database")
@@ -870,6 +913,7 @@ def run(args: argparse.Namespace) -> Report:
         lock_retries=args.lock_retries,
         dry_run=args.dry_run,
         quiet=args.json,
+        restore_point=not getattr(args, "no_restore_point", False),
     )
     report = Report(command=args.command, dry_run=args.dry_run)
     conn: psycopg.Connection[Any] | None = None

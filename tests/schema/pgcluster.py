@@ -35,6 +35,9 @@ SERVER_SETTINGS = {
     "maintenance_work_mem": "'256MB'",
     "work_mem": "'16MB'",
     "max_wal_size": "'4GB'",
+    # Archiving on (to nowhere) as on the platform: the runner makes restore points then.
+    "archive_mode": "on",
+    "archive_command": "'/bin/true'",
     "logging_collector": "off",
     "log_min_messages": "warning",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -125,6 +126,27 @@ def test_migrate_all_then_nothing_to_do(empty_db: str) -> None:
         log = conn.execute("SELECT action, count(*) FROM schema_migrations_log GROUP BY 1")
         assert dict(log.fetchall()) == {"migrate": len(ALL)}
     assert rows == [("sha256:lf:no-bom", "postgres", True, True, 64)] * len(ALL)
+
+
+def test_restore_point_before_every_change(empty_db: str) -> None:
+    """On a primary that archives WAL, migrate and rollback each mark the WAL first with a
+    restore point named after the version they start from; nothing to do makes none."""
+    first = run_migrate(empty_db, "migrate", "--target", "002", "--json")
+    assert first.rc == 2, first.stderr
+    point = first.json["restore_point"]
+    assert re.fullmatch(r"mdus_before_000_\d{8}T\d{6}Z", point["name"]), point
+    assert re.fullmatch(r"[0-9A-F]+/[0-9A-F]+", point["lsn"]), point
+    assert scalar(empty_db, "SELECT pg_current_wal_lsn() >= %s::pg_lsn", (point["lsn"],))
+
+    second = run_migrate(empty_db, "migrate")
+    assert second.rc == 2 and "restore point mdus_before_002_" in second.stdout, second.stdout
+    assert run_migrate(empty_db, "migrate", "--json").json["restore_point"] is None
+    assert run_migrate(empty_db, "migrate", "--dry-run", "--json").json["restore_point"] is None
+
+    back = run_migrate(empty_db, "rollback", "--target", "003", "--json")
+    assert back.rc == 2 and back.json["restore_point"]["name"].startswith("mdus_before_004_")
+    bare = run_migrate(empty_db, "rollback", "--target", "002", "--no-restore-point", "--json")
+    assert bare.rc == 2 and bare.json["restore_point"] is None
 
 
 def test_status_human_output(migrated_db: str) -> None:
@@ -456,8 +478,15 @@ def test_migrator_role_contract(
             conn.execute(statement)
     migrator_dsn = dsn.replace("user=postgres", "user=mdus_migrator")
     try:
+        refused = run_migrate(migrator_dsn, "migrate", "--json")
+        assert refused.rc == 1, refused.stdout
+        assert "GRANT EXECUTE ON FUNCTION pg_create_restore_point(text)" in refused.stderr
+        assert versions(dsn) == []
+        with psycopg.connect(dsn, autocommit=True) as conn:  # what the mdus_schema role grants
+            conn.execute("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO mdus_migrator")
         result = run_migrate(migrator_dsn, "migrate", "--json")
         assert result.rc == 2, result.stderr
+        assert result.json["restore_point"]["name"].startswith("mdus_before_000_")
         assert scalar(dsn, "SELECT applied_by FROM schema_migrations LIMIT 1") == "mdus_migrator"
         owners = scalar(
             dsn,
