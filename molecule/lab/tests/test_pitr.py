@@ -1,0 +1,116 @@
+"""Point-in-time recovery with playbooks/pitr.yml, run from the controller as an operator
+would: marker rows, a noted moment, a destructive change, then a side restore to that
+moment (repo1) and to a named restore point (repo2) on the replica host, read from the
+controller over TLS; the refusals. Runs last in the lab scenario (alphabetical order)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+import psycopg
+from backup_helpers import REPLICA, switch_wal, wait_archived
+
+from tests.integration.clients import container_ip, lab_ca
+from tests.integration.pglab import lab_secret, molecule_playbook, psql
+
+PITR_DIR = "/var/lib/postgresql/mdus-pitr"
+PORT = 5499
+
+
+def pitr(**extra: Any) -> Any:
+    return molecule_playbook("playbooks/pitr.yml", extra)
+
+
+def side(replica: Any, sql: str) -> str:
+    """SQL on the side restore, as postgres over its own socket."""
+    cmd = replica.run(
+        "runuser -u postgres -- psql -X -Atq -h %s -p %s -d postgres -c %s", PITR_DIR, PORT, sql
+    )
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout.strip()
+
+
+def recap_changed(output: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", output, re.M)]
+
+
+def archived_now(primary: Any) -> None:
+    wait_archived(primary, switch_wal(primary))
+
+
+def test_side_restore_to_a_moment_brings_back_what_was_dropped(primary: Any, replica: Any) -> None:
+    psql(primary, "CREATE TABLE pitr_keep (note text); INSERT INTO pitr_keep VALUES ('before')")
+    psql(primary, "CREATE TABLE pitr_dropped (n int); INSERT INTO pitr_dropped VALUES (42)")
+    time.sleep(1.1)
+    moment = psql(primary, "SELECT to_char(now(), 'YYYY-MM-DD HH24:MI:SS.US+00')")
+    time.sleep(1.1)
+    psql(primary, "INSERT INTO pitr_keep VALUES ('after'); DROP TABLE pitr_dropped")
+    archived_now(primary)
+
+    result = pitr(pitr_target_time=moment)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "reached_lsn" in output and "psql" in output, output[-3000:]
+    assert side(replica, "SELECT string_agg(note, ',') FROM pitr_keep") == "before"
+    assert side(replica, "SELECT n FROM pitr_dropped") == "42"
+    assert side(replica, "SELECT pg_is_in_recovery()") == "t"
+    assert side(replica, "SELECT current_setting('archive_mode')") == "off"
+    assert psql(primary, "SELECT to_regclass('pitr_dropped')") == ""  # production untouched
+
+    # From the controller, as a client: TLS verify-full, the restored roles' passwords.
+    dsn = (
+        f"host={container_ip(REPLICA)} port={PORT} dbname=mdus_db user=mdus_app "
+        f"password={lab_secret('mdus_app')} sslmode=verify-full sslrootcert={lab_ca()}"
+    )
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        assert conn.info.pgconn.ssl_in_use
+        assert conn.execute("SHOW transaction_read_only").fetchone() == ("on",)
+
+    again = pitr(pitr_target_time=moment)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert recap_changed(again.stdout) and not any(recap_changed(again.stdout)), again.stdout[
+        -2000:
+    ]
+
+    other = pitr(pitr_target="latest")
+    assert other.returncode != 0
+    assert "already holds a side restore" in other.stdout, other.stdout[-3000:]
+
+    removed = pitr(pitr_remove=True)
+    assert removed.returncode == 0, (removed.stdout + removed.stderr)[-3000:]
+    assert not replica.file(PITR_DIR).exists
+
+
+def test_side_restore_to_a_restore_point_from_repo2(primary: Any, replica: Any) -> None:
+    name = f"pitr_drill_{secrets.token_hex(4)}"
+    psql(primary, "CREATE TABLE pitr_rp (note text); INSERT INTO pitr_rp VALUES ('kept')")
+    psql(primary, f"SELECT pg_create_restore_point('{name}')")
+    psql(primary, "DELETE FROM pitr_rp")
+    archived_now(primary)
+    try:
+        result = pitr(pitr_restore_point=name, pitr_repo=2)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert side(replica, "SELECT string_agg(note, ',') FROM pitr_rp") == "kept"
+        log = replica.file(f"{PITR_DIR}/postgresql.log").content_string
+        assert f'recovery stopping at restore point "{name}"' in log, log[-2000:]
+    finally:
+        pitr(pitr_remove=True)
+
+
+def test_pitr_refusals_leave_nothing_behind(replica: Any) -> None:
+    cases = [
+        ({}, "Give exactly one recovery target"),
+        ({"pitr_target_time": "2026-12-02 10:00:00"}, "needs a date, a time and a time"),
+        ({"pitr_target_time": "2000-01-01 00:00:00+00"}, "must lie between the end of the oldest"),
+        ({"pitr_target": "latest", "pitr_in_place": True}, "pitr_in_place is not automated yet"),
+        ({"pitr_restore_point": "no_such_point"}, "restore point 'no_such_point' is not in"),
+    ]
+    for extra, message in cases:
+        result = pitr(**extra)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, (extra, output[-2000:])
+        assert message in output, (extra, output[-3000:])
+        assert not replica.file(PITR_DIR).exists, extra
