@@ -27,7 +27,7 @@ def pitr(**extra: Any) -> Any:
 def side(replica: Any, sql: str) -> str:
     """SQL on the side restore, as postgres over its own socket."""
     cmd = replica.run(
-        "runuser -u postgres -- psql -X -Atq -h %s -p %s -d postgres -c %s", PITR_DIR, PORT, sql
+        "runuser -u postgres -- psql -X -Atq -h %s -p %s -d postgres -c %s", PITR_DIR, str(PORT), sql
     )
     assert cmd.rc == 0, cmd.stderr
     return cmd.stdout.strip()
@@ -50,6 +50,14 @@ def test_side_restore_to_a_moment_brings_back_what_was_dropped(primary: Any, rep
     psql(primary, "INSERT INTO pitr_keep VALUES ('after'); DROP TABLE pitr_dropped")
     archived_now(primary)
 
+    try:
+        side_restore_checks(primary, replica, moment)
+    finally:
+        pitr(pitr_remove=True)
+    assert not replica.file(PITR_DIR).exists
+
+
+def side_restore_checks(primary: Any, replica: Any, moment: str) -> None:
     result = pitr(pitr_target_time=moment)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -81,7 +89,6 @@ def test_side_restore_to_a_moment_brings_back_what_was_dropped(primary: Any, rep
 
     removed = pitr(pitr_remove=True)
     assert removed.returncode == 0, (removed.stdout + removed.stderr)[-3000:]
-    assert not replica.file(PITR_DIR).exists
 
 
 def test_side_restore_to_a_restore_point_from_repo2(primary: Any, replica: Any) -> None:
