@@ -17,7 +17,7 @@ from tests.integration.clients import container_ip, lab_ca
 from tests.integration.pglab import lab_secret, molecule_playbook, psql
 
 PITR_DIR = "/var/lib/postgresql/mdus-pitr"
-PORT = 5499
+PORT = "5499"
 
 
 def pitr(**extra: Any) -> Any:
@@ -27,7 +27,7 @@ def pitr(**extra: Any) -> Any:
 def side(replica: Any, sql: str) -> str:
     """SQL on the side restore, as postgres over its own socket."""
     cmd = replica.run(
-        "runuser -u postgres -- psql -X -Atq -h %s -p %s -d postgres -c %s", PITR_DIR, str(PORT), sql
+        "runuser -u postgres -- psql -X -Atq -h %s -p %s -d postgres -c %s", PITR_DIR, PORT, sql
     )
     assert cmd.rc == 0, cmd.stderr
     return cmd.stdout.strip()
