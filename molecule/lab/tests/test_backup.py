@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from backup_helpers import (
-    PG_BIN,
     REPLICA,
     REPO,
     REPO_PATHS,
@@ -129,53 +128,6 @@ def test_scheduled_incremental_backup_unit(repo: Any) -> None:
     for key in (1, 2):
         new = backups_in(after, key)[len(backups_in(before, key)) :]
         assert [b["type"] for b in new] == ["incr"], new
-
-
-def test_restore_to_scratch_replays_wal(replica: Any) -> None:
-    """Restore the full backup into a temp dir on the replica host, start it on port 5499
-    with archive_mode off: both markers are there, the second one from archive-get."""
-    scratch = replica.run("mktemp -d /tmp/mdus-scratch-XXXXXX").stdout.strip()
-    data = f"{scratch}/data"
-    replica.run(f"install -d -o postgres -g postgres -m 0700 {data} && chown postgres: {scratch}")
-    pg_ctl = f"runuser -u postgres -- {PG_BIN}/pg_ctl -D {data}"
-    restore_command = (
-        f"restore_command=pgbackrest --stanza={STANZA} --pg1-path={data} "
-        '--no-archive-async archive-get %f "%p"'
-    )
-    try:
-        cmd = pgbackrest(
-            replica,
-            f"--pg1-path={data}",
-            f"--set={STATE['full']}",
-            "--archive-mode=off",
-            f"--recovery-option={restore_command}",
-            "restore",
-        )
-        assert cmd.rc == 0, cmd.stderr
-        assert "archive_mode = 'off'" in replica.file(f"{data}/postgresql.auto.conf").content_string
-        for name, text in (
-            ("postgresql.conf", ""),
-            ("pg_hba.conf", "local all all peer"),
-            ("pg_ident.conf", ""),
-        ):
-            replica.run(f"echo '{text}' > {data}/{name} && chown postgres: {data}/{name}")
-        opts = f"-p 5499 -c listen_addresses= -c unix_socket_directories={scratch}"
-        # hot_standby off: pg_ctl -w returns once recovery has ended and it is promoted
-        opts += " -c shared_buffers=64MB -c hot_standby=off"
-        cmd = replica.run(f'{pg_ctl} -l {scratch}/log -w -t 120 -o "{opts}" start')
-        assert cmd.rc == 0, cmd.stdout + cmd.stderr + replica.file(f"{scratch}/log").content_string
-        query = f"runuser -u postgres -- psql -X -Atq -h {scratch} -p 5499 -d postgres -c %s"
-        deadline = time.monotonic() + 60
-        while replica.run(query, "SELECT pg_is_in_recovery()").stdout.strip() != "f":
-            assert time.monotonic() < deadline, "scratch restore still in recovery after 60 s"
-            time.sleep(0.5)
-        rows = replica.run(query, "SELECT marker FROM verify_backup_marker ORDER BY 1")
-        assert set(rows.stdout.split()) >= {BEFORE, AFTER}, rows.stdout + rows.stderr
-        log = replica.file(f"{scratch}/log").content_string
-        assert "restored log file" in log, log
-    finally:
-        replica.run(f"{pg_ctl} -m immediate stop")
-        replica.run(f"rm -rf {scratch}")
 
 
 def test_repository_is_encrypted(repo: Any) -> None:

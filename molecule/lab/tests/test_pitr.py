@@ -66,6 +66,8 @@ def side_restore_checks(primary: Any, replica: Any, moment: str) -> None:
     assert side(replica, "SELECT n FROM pitr_dropped") == "42"
     assert side(replica, "SELECT pg_is_in_recovery()") == "t"
     assert side(replica, "SELECT current_setting('archive_mode')") == "off"
+    log = replica.file(f"{PITR_DIR}/postgresql.log").content_string
+    assert "restored log file" in log, log[-2000:]  # WAL came from the repository
     assert psql(primary, "SELECT to_regclass('pitr_dropped')") == ""  # production untouched
 
     # From the controller, as a client: TLS verify-full, the restored roles' passwords.
