@@ -51,8 +51,8 @@ syntax: venv  ## ansible-playbook --syntax-check on every playbook
 unit: venv  ## Python unit tests (tuning rules, schema and runner on a throw-away PostgreSQL)
 	pytest -q tests/unit $$( [ -d tests/schema ] && echo tests/schema )
 
-molecule: venv image  ## All molecule scenarios (SCENARIOS="default cluster" to choose); default and cluster side by side
-	@bash scripts/molecule-run.sh $(SCENARIOS)
+molecule: venv image  ## All molecule scenarios (SCENARIOS="default cluster" to choose)
+	@for s in $(SCENARIOS); do echo "[molecule] scenario $$s"; molecule test -s $$s; done
 
 test: lint syntax unit molecule  ## Every check: lint, syntax, unit, molecule
 
