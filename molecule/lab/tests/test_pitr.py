@@ -64,7 +64,8 @@ def side_restore_checks(primary: Any, replica: Any, moment: str) -> None:
     assert "reached_lsn" in output and "psql" in output, output[-3000:]
     assert side(replica, "SELECT string_agg(note, ',') FROM pitr_keep") == "before"
     assert side(replica, "SELECT n FROM pitr_dropped") == "42"
-    assert side(replica, "SELECT pg_is_in_recovery()") == "t"
+    assert side(replica, "SELECT pg_is_in_recovery()") == "f"  # promoted at the target
+    assert side(replica, "SHOW default_transaction_read_only") == "on"
     assert side(replica, "SELECT current_setting('archive_mode')") == "off"
     log = replica.file(f"{PITR_DIR}/postgresql.log").content_string
     assert "restored log file" in log, log[-2000:]  # WAL came from the repository
