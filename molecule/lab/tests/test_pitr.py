@@ -42,6 +42,7 @@ def archived_now(primary: Any) -> None:
 
 
 def test_side_restore_to_a_moment_brings_back_what_was_dropped(primary: Any, replica: Any) -> None:
+    psql(primary, "DROP TABLE IF EXISTS pitr_keep; DROP TABLE IF EXISTS pitr_dropped")
     psql(primary, "CREATE TABLE pitr_keep (note text); INSERT INTO pitr_keep VALUES ('before')")
     psql(primary, "CREATE TABLE pitr_dropped (n int); INSERT INTO pitr_dropped VALUES (42)")
     time.sleep(1.1)
@@ -96,6 +97,7 @@ def side_restore_checks(primary: Any, replica: Any, moment: str) -> None:
 
 def test_side_restore_to_a_restore_point_from_repo2(primary: Any, replica: Any) -> None:
     name = f"pitr_drill_{secrets.token_hex(4)}"
+    psql(primary, "DROP TABLE IF EXISTS pitr_rp")
     psql(primary, "CREATE TABLE pitr_rp (note text); INSERT INTO pitr_rp VALUES ('kept')")
     psql(primary, f"SELECT pg_create_restore_point('{name}')")
     psql(primary, "DELETE FROM pitr_rp")
