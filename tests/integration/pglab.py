@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -94,6 +95,14 @@ def molecule_playbook(
         cmd += ["--limit", limit]
     cmd += list(options)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=600)
+
+
+def recap(output: str) -> dict[str, int]:
+    """Host -> changed count from an ansible-playbook PLAY RECAP."""
+    return {
+        host: int(changed)
+        for host, changed in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", output, re.M)
+    }
 
 
 def changed_tasks(output: str) -> list[str]:

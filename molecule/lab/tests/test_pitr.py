@@ -5,7 +5,6 @@ controller over TLS; the refusals. Runs last in the lab scenario (alphabetical o
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from typing import Any
@@ -14,7 +13,7 @@ import psycopg
 from backup_helpers import REPLICA, switch_wal, wait_archived
 
 from tests.integration.clients import container_ip, lab_ca
-from tests.integration.pglab import lab_secret, molecule_playbook, psql
+from tests.integration.pglab import lab_secret, molecule_playbook, psql, recap
 
 PITR_DIR = "/var/lib/postgresql/mdus-pitr"
 PORT = "5499"
@@ -31,10 +30,6 @@ def side(replica: Any, sql: str) -> str:
     )
     assert cmd.rc == 0, cmd.stderr
     return cmd.stdout.strip()
-
-
-def recap_changed(output: str) -> list[int]:
-    return [int(n) for n in re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", output, re.M)]
 
 
 def archived_now(primary: Any) -> None:
@@ -83,9 +78,8 @@ def side_restore_checks(primary: Any, replica: Any, moment: str) -> None:
 
     again = pitr(pitr_target_time=moment)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert recap_changed(again.stdout) and not any(recap_changed(again.stdout)), again.stdout[
-        -2000:
-    ]
+    changed = recap(again.stdout)
+    assert changed and not any(changed.values()), again.stdout[-2000:]
 
     other = pitr(pitr_target="latest")
     assert other.returncode != 0

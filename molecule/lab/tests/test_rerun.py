@@ -6,15 +6,13 @@ the lab scenario (alphabetical order), after the drills and refusals."""
 
 from __future__ import annotations
 
-import re
-
-from tests.integration.pglab import changed_tasks, molecule_playbook
+from tests.integration.pglab import changed_tasks, molecule_playbook, recap
 
 
 def test_monitoring_rerun_changes_nothing() -> None:
     run = molecule_playbook("playbooks/monitoring.yml", {})
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
-    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", output, re.M)
-    assert len(recap) == 4, recap
-    assert all(changed == "0" for _, changed in recap), changed_tasks(output)
+    changed = recap(output)
+    assert len(changed) == 4, changed
+    assert not any(changed.values()), changed_tasks(output)
