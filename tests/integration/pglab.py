@@ -106,11 +106,12 @@ def recap(output: str) -> dict[str, int]:
 
 
 def changed_tasks(output: str) -> list[str]:
-    """'TASK name -> host' for every task an ansible-playbook run reported as changed."""
+    """'TASK name -> host' for every task or handler an ansible-playbook run reported as
+    changed."""
     found, task = [], ""
     for line in output.splitlines():
-        if line.startswith("TASK ["):
-            task = line[6:].split("]")[0]
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.split("[", 1)[1].split("]")[0]
         elif line.startswith("changed: ["):
             found.append(f"{task} -> {line[10:].split(']')[0]}")
     return found

@@ -68,8 +68,39 @@ def test_parallel_settings_follow_cpus() -> None:
     assert settings["max_parallel_workers"] == "12"
     assert settings["max_parallel_workers_per_gather"] == "4"
     single = pgtune.pgtune(8192, 1, "ssd", "mixed")
-    assert single["max_parallel_workers_per_gather"] == "1"
+    assert single["max_parallel_workers_per_gather"] == "2"
     assert single["max_worker_processes"] == "8"
+
+
+# PostgreSQL 15's own defaults for the resource settings the rules compute (not the
+# estimate effective_cache_size, which the rules set from the real memory). Parallelism
+# below these lost to Debian's defaults in bench/tuning (issue 16).
+PG_DEFAULT_FLOORS = {
+    "max_parallel_workers_per_gather": 2,
+    "max_parallel_maintenance_workers": 2,
+    "max_parallel_workers": 8,
+    "max_worker_processes": 8,
+    "shared_buffers": 128,
+    "maintenance_work_mem": 64,
+    "work_mem": 4,
+}
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 4, 8, 16, 64])
+@pytest.mark.parametrize("memory_mb", [1024, 4096, 16384])
+@pytest.mark.parametrize("profile", sorted(pgtune.PROFILES))
+def test_never_below_postgresql_defaults(memory_mb: int, cpus: int, profile: str) -> None:
+    settings = pgtune.pgtune(memory_mb, cpus, "ssd", profile)
+    for name, floor in PG_DEFAULT_FLOORS.items():
+        value = settings[name]
+        number = int(value) if value.isdigit() else pgtune.size_to_mb(value)
+        assert number >= floor, (name, value)
+    assert int(settings["default_statistics_target"]) >= 100
+    assert int(settings["max_parallel_workers"]) <= int(settings["max_worker_processes"])
+
+
+def test_document_profile_keeps_the_default_statistics_target() -> None:
+    assert pgtune.pgtune(4096, 2, "ssd", "documents")["default_statistics_target"] == "100"
 
 
 def test_hdd_storage() -> None:

@@ -1,0 +1,37 @@
+"""A re-run finds what was changed by hand and puts it back: a setting in postgresql.conf
+(reloaded live, as an operator's quick fix would be) and a `trust` line in pg_hba.conf.
+site.yml reports exactly those two files and the reload as changed, and the server runs
+the managed values again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.pglab import CONF_DIR, changed_tasks, molecule_playbook, psql, recap
+
+
+def test_rerun_puts_back_what_was_changed_by_hand(host: Any) -> None:
+    name = host.backend.get_hostname()
+    conf, hba = f"{CONF_DIR}/postgresql.conf", f"{CONF_DIR}/pg_hba.conf"
+    managed = {path: host.file(path).content_string for path in (conf, hba)}
+    host.run_test(
+        "sed -i \"s/^log_min_duration_statement = .*/log_min_duration_statement = '7s'/\" %s",
+        conf,
+    )
+    host.run_test("echo 'host all all 0.0.0.0/0 trust' >> %s", hba)
+    psql(host, "SELECT pg_reload_conf()")
+    assert psql(host, "SHOW log_min_duration_statement") == "7s"
+
+    run = molecule_playbook("site.yml", {})
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert recap(output) == {name: 3}, changed_tasks(output)
+    assert sorted(changed_tasks(output)) == [
+        f"postgresql : Reload postgresql -> {name}",
+        f"postgresql : Render pg_hba.conf -> {name}",
+        f"postgresql : Render postgresql.conf -> {name}",
+    ]
+    assert {path: host.file(path).content_string for path in managed} == managed
+    assert psql(host, "SHOW log_min_duration_statement") == "1s"
+    rules = psql(host, "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method = 'trust'")
+    assert rules == "0"
