@@ -47,10 +47,10 @@ class Result:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run(argv: list[str], timeout: float, user: str = "postgres") -> str:
+def run(argv: list[str], timeout: float, what: str = "") -> str:
     """Run as the PostgreSQL OS user; stdout, or CheckFailed with the tool's own words."""
     proc = subprocess.run(
-        ["runuser", "-u", user, "--", *argv],
+        ["runuser", "-u", "postgres", "--", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -58,14 +58,18 @@ def run(argv: list[str], timeout: float, user: str = "postgres") -> str:
     )
     if proc.returncode != 0:
         words = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise CheckFailed(f"{Path(argv[0]).name} {argv[-1]} failed: {' '.join(words)}")
+        raise CheckFailed(
+            f"{what or Path(argv[0]).name + ' ' + argv[-1]} failed: {' '.join(words)}"
+        )
     return proc.stdout
 
 
 def sql(args: argparse.Namespace, query: str, *, scratch: bool, db: str | None = None) -> str:
     host, port = (str(args.dir), args.port) if scratch else (args.live_socket, args.live_port)
     cmd = [f"{args.bin}/psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(port)]
-    return run([*cmd, "-d", db or args.database, "-c", query], args.timeout).strip()
+    where = "the restored copy" if scratch else "the running server"
+    what = f"'{query[:48]}...' on {where}" if len(query) > 48 else f"'{query}' on {where}"
+    return run([*cmd, "-d", db or args.database, "-c", query], args.timeout, what).strip()
 
 
 def control_limits(args: argparse.Namespace, data: Path) -> dict[str, str]:
@@ -98,6 +102,10 @@ def write_config(args: argparse.Namespace, data: Path) -> None:
         "ident_file": f"'{data}/pg_ident.conf'",
         "logging_collector": "off",
         "timezone": "'UTC'",
+        # The running server's libraries: pgaudit's event triggers refuse DDL without it.
+        "shared_preload_libraries": "'{}'".format(
+            sql(args, "SHOW shared_preload_libraries", scratch=False, db="postgres")
+        ),
         **control_limits(args, data),
     }
     (data / "postgresql.conf").write_text(
@@ -151,7 +159,7 @@ def check_copy(args: argparse.Namespace, result: Result) -> None:
         " SELECT count(bt_index_check(c.oid, true)) FROM pg_index i"
         " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready"
+        " WHERE am.amname = 'btree' AND c.relkind = 'i' AND i.indisvalid AND i.indisready"
         " AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
         scratch=True,
     )
@@ -307,7 +315,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dir", type=Path, required=True, help="scratch directory (removed)")
     p.add_argument("--port", type=int, default=5498)
     p.add_argument("--bin", default="/usr/lib/postgresql/15/bin")
-    p.add_argument("--database", default="mdus")
+    p.add_argument("--database", default="mdus_db")
     p.add_argument("--tables", nargs="+", default=["documents", "audit_logs"])
     p.add_argument("--tolerance", type=float, default=0.1)
     p.add_argument("--min-rows", type=int, default=1000, help="absolute tolerance floor")
