@@ -38,19 +38,22 @@ def run_check(host: Any) -> tuple[int, dict[int, dict[str, Any]]]:
 
 @pytest.fixture()
 def damaged_repo1_backup(repo: Any) -> Iterator[str]:
-    """Overwrite 64 bytes inside the largest data file of repo1's newest backup; repaired after."""
+    """Overwrite 64 bytes in the middle of the largest file stored in repo1's newest backup
+    (an incremental backup stores only what changed, but always global/pg_control);
+    repaired afterwards."""
     label = backups_in(info(repo), 1)[-1]["label"]
     found = repo.run(
-        f"find {REPO_PATH}/backup/{STANZA}/{label}/pg_data/base -type f -size +16k"
-        " -printf '%s %p\\n' | sort -n | tail -n 1 | cut -d' ' -f2"
-    ).stdout.strip()
-    assert found, f"no data file in backup {label}"
-    repo.run_test("cp -p %s /root/restore-check-original", found)
+        f"find {REPO_PATH}/backup/{STANZA}/{label}/pg_data -type f"
+        " -printf '%s %p\\n' | sort -n | tail -n 1"
+    ).stdout.split()
+    assert len(found) == 2, f"no file stored in backup {label}"
+    size, path = int(found[0]), found[1]
+    repo.run_test("cp -p %s /root/restore-check-original", path)
     repo.run_test(
-        "dd if=/dev/urandom of=%s bs=1 count=64 seek=4096 conv=notrunc status=none", found
+        "dd if=/dev/urandom of=%s bs=1 count=64 seek=%s conv=notrunc status=none", path, size // 2
     )
     yield label
-    repo.run_test("cp -p /root/restore-check-original %s", found)
+    repo.run_test("cp -p /root/restore-check-original %s", path)
 
 
 def test_restore_check_passes_for_both_repositories(replica: Any) -> None:
