@@ -78,8 +78,11 @@ def molecule_playbook(
     limit: str | None = None,
     extra_inventory: Path | None = None,
     options: tuple[str, ...] = (),
+    *,
+    strategy: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a playbook of the repo against the running molecule scenario's inventory."""
+    """Run a playbook of the repo against the running molecule scenario's inventory
+    (`strategy`: an Ansible strategy instead of the one the Makefile chose)."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
     env = dict(os.environ)
     env.setdefault("MDUS_LAB_DIR", os.environ["MOLECULE_EPHEMERAL_DIRECTORY"] + "/lab")
@@ -87,6 +90,8 @@ def molecule_playbook(
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
     env.pop("ANSIBLE_FORCE_COLOR", None)  # molecule sets it; tests read the plain text
     env["ANSIBLE_NOCOLOR"] = "1"
+    if strategy:
+        env["ANSIBLE_STRATEGY"] = strategy
     cmd = ["ansible-playbook", "-i", str(inventory), str(REPO / playbook)]
     if extra_inventory:
         cmd[3:3] = ["-i", str(extra_inventory)]

@@ -16,7 +16,7 @@ def _recap(output: str) -> list[tuple[str, str, str]]:
 
 
 def test_check_mode_on_a_converged_host_changes_nothing() -> None:
-    run = molecule_playbook("site.yml", {}, options=("--check", "--diff"))
+    run = molecule_playbook("site.yml", {}, options=("--check", "--diff"), strategy="linear")
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
     assert _recap(output) and all(c == "0" and f == "0" for _, c, f in _recap(output)), (
@@ -27,7 +27,10 @@ def test_check_mode_on_a_converged_host_changes_nothing() -> None:
 def test_check_mode_shows_one_pending_setting_and_applies_nothing(host: Any) -> None:
     before = host.file(f"{CONF_DIR}/postgresql.conf").content_string
     run = molecule_playbook(
-        "site.yml", {"postgresql_log_min_duration_statement": "2s"}, options=("--check", "--diff")
+        "site.yml",
+        {"postgresql_log_min_duration_statement": "2s"},
+        options=("--check", "--diff"),
+        strategy="linear",
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]

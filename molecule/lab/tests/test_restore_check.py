@@ -50,7 +50,9 @@ def damaged_repo1_backup(repo: Any) -> Iterator[str]:
     size, path = int(found[0]), found[1]
     repo.run_test("cp -p %s /root/restore-check-original", path)
     repo.run_test(
-        "dd if=/dev/urandom of=%s bs=1 count=64 seek=%s conv=notrunc status=none", path, size // 2
+        "dd if=/dev/urandom of=%s bs=1 count=64 seek=%s conv=notrunc status=none",
+        path,
+        str(size // 2),
     )
     yield label
     repo.run_test("cp -p /root/restore-check-original %s", path)
