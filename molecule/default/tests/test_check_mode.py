@@ -16,7 +16,7 @@ def _recap(output: str) -> list[tuple[str, str, str]]:
 
 
 def test_check_mode_on_a_converged_host_changes_nothing() -> None:
-    run = molecule_playbook("site.yml", {}, options=("--check", "--diff"), strategy="linear")
+    run = molecule_playbook("site.yml", {}, options=("--check", "--diff"))
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
     assert _recap(output) and all(c == "0" and f == "0" for _, c, f in _recap(output)), (
@@ -30,7 +30,6 @@ def test_check_mode_shows_one_pending_setting_and_applies_nothing(host: Any) -> 
         "site.yml",
         {"postgresql_log_min_duration_statement": "2s"},
         options=("--check", "--diff"),
-        strategy="linear",
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
