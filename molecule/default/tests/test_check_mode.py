@@ -27,9 +27,7 @@ def test_check_mode_on_a_converged_host_changes_nothing() -> None:
 def test_check_mode_shows_one_pending_setting_and_applies_nothing(host: Any) -> None:
     before = host.file(f"{CONF_DIR}/postgresql.conf").content_string
     run = molecule_playbook(
-        "site.yml",
-        {"postgresql_log_min_duration_statement": "2s"},
-        options=("--check", "--diff"),
+        "site.yml", {"postgresql_log_min_duration_statement": "2s"}, options=("--check", "--diff")
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
