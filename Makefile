@@ -8,8 +8,8 @@ export MDUS_LAB_IMAGE ?= mdus/debian12-systemd:latest
 SCENARIOS ?= default cluster lab dr
 # Mitogen runs the same plays ~2.7x faster on the lab (one persistent interpreter per
 # host instead of a docker exec and a Python start per task). MITOGEN=0: Ansible's own
-# linear strategy. The default scenario's drift run (a real site.yml run) and the dr
-# scenario always use Ansible's own strategy, so both paths stay tested.
+# linear strategy. The default scenario's drift run (a real site.yml run) always uses
+# Ansible's own strategy, so both paths stay tested.
 MITOGEN ?= 1
 ifeq ($(MITOGEN),1)
 export ANSIBLE_STRATEGY := mitogen_linear

@@ -37,14 +37,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("role", "variable", "value"), CASES, ids=[c[0] for c in CASES])
-def test_argument_spec_refusal_is_short(
-    tmp_path: Path, role: str, variable: str, value: str
-) -> None:
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAY.format(role=role, variable=variable, value=value))
+def run_play(playbook: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """ansible-playbook against the controller with the repo's configuration."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
+    env["ANSIBLE_STRATEGY"] = "linear"
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,"]
     result = subprocess.run(
         [*command, "-c", "local", str(playbook)],
@@ -54,10 +51,52 @@ def test_argument_spec_refusal_is_short(
         check=False,
         timeout=120,
     )
-    output = result.stdout + result.stderr
+    return result, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("role", "variable", "value"), CASES, ids=[c[0] for c in CASES])
+def test_argument_spec_refusal_is_short(
+    tmp_path: Path, role: str, variable: str, value: str
+) -> None:
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(PLAY.format(role=role, variable=variable, value=value))
+    result, output = run_play(playbook)
     assert result.returncode == 2, output
     assert "Validation of arguments failed" in output, output
     assert variable in output, output
     assert "argument_spec_data" not in output, output[:3000]
     assert "validate_args_context" not in output, output[:3000]
     assert len(output.splitlines()) < 80, output
+
+
+VALIDATE_PLAY = """
+- name: Refused value
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Run the role's input checks with one bad variable
+      ansible.builtin.include_role:
+        name: {role}
+        tasks_from: validate
+      vars:
+        {variable}: {value}
+"""
+
+VALIDATE_CASES = [
+    ("pgbouncer", "pgbouncer_server_login_retry", "-1"),
+    ("pgbouncer", "pgbouncer_query_wait_timeout", "-5"),
+    ("pgbouncer", "pgbouncer_server_reset_query", "' '"),
+]
+
+
+@pytest.mark.parametrize(
+    ("role", "variable", "value"), VALIDATE_CASES, ids=[c[1] for c in VALIDATE_CASES]
+)
+def test_value_checks_name_the_variable(
+    tmp_path: Path, role: str, variable: str, value: str
+) -> None:
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(VALIDATE_PLAY.format(role=role, variable=variable, value=value))
+    result, output = run_play(playbook)
+    assert result.returncode == 2, output
+    assert variable in output, output
