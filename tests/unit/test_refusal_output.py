@@ -37,14 +37,23 @@ CASES = [
 ]
 
 
-def run_play(playbook: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+def run_play(
+    playbook: Path, hosts: str = "localhost,"
+) -> tuple[subprocess.CompletedProcess[str], str]:
     """ansible-playbook against the controller with the repo's configuration."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
     env["ANSIBLE_STRATEGY"] = "linear"
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,"]
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", hosts]
     result = subprocess.run(
-        [*command, "-c", "local", str(playbook)],
+        [
+            *command,
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            str(playbook),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -100,3 +109,20 @@ def test_value_checks_name_the_variable(
     result, output = run_play(playbook)
     assert result.returncode == 2, output
     assert variable in output, output
+
+
+def test_one_reason_for_many_hosts(tmp_path: Path) -> None:
+    """Three hosts refused for the same group variable: the reason once, then a line each."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        VALIDATE_PLAY.format(
+            role="pgbouncer", variable="pgbouncer_server_login_retry", value="-1"
+        ).replace("hosts: localhost", "hosts: all")
+    )
+    result, output = run_play(playbook, hosts="h1,h2,h3,")
+    assert result.returncode == 2, output
+    first, rest = output.split("fatal: [h2]", 1)
+    assert "pgbouncer_server_login_retry must be 0 or more" in first, output
+    assert "must be 0 or more" not in rest, output
+    assert output.count("the same reason as [h1] above") == 2, output
+    assert "h1" in output and "h2" in output and "h3" in output, output
