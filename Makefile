@@ -60,7 +60,8 @@ unit: venv  ## Python unit tests (tuning rules, schema and runner on a throw-awa
 	pytest -q tests/unit $$( [ -d tests/schema ] && echo tests/schema )
 
 molecule: venv image  ## All molecule scenarios (SCENARIOS="default cluster" to choose)
-	@for s in $(SCENARIOS); do echo "[molecule] scenario $$s"; molecule test -s $$s; done
+	@for s in $(SCENARIOS); do echo "[molecule] scenario $$s"; t=$$(date +%s); \
+	  molecule test -s $$s; echo "[molecule] scenario $$s took $$(( $$(date +%s) - t )) s"; done
 
 test: lint syntax unit molecule  ## Every check: lint, syntax, unit, molecule
 
