@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -227,3 +228,49 @@ def test_pgbouncer_down_only_reports_down(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "PgBouncer admin console" in proc.stderr
     assert _samples(out.read_text()) == {"mdus_pgbouncer_up": 0}
+
+
+def _make_cert(path: Path, days: int, cn: str) -> str:
+    """A self-signed certificate valid `days` days; returns its serial (lower-case hex)."""
+    key = path.with_suffix(".key")
+    new = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    subj = ["-subj", f"/CN={cn}", "-days", str(days)]
+    subprocess.run(
+        [*new, "-nodes", "-keyout", str(key), "-out", str(path), *subj],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-serial", "-in", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.split("=", 1)[1].strip().lower()
+
+
+def test_certificates_expiry_serial_and_unreadable(tmp_path: Path) -> None:
+    """A directory of two certificates and a broken one, plus a missing file: each reported."""
+    certs = tmp_path / "pki"
+    certs.mkdir()
+    serial = _make_cert(certs / "host.crt", 30, "db1.example")
+    _make_cert(certs / "ca.crt", 3650, "Example CA")
+    (certs / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    (certs / "host.key").chmod(0o600)  # keys are not read (not *.crt / *.pem)
+    out = tmp_path / "certs.prom"
+    missing = tmp_path / "absent.crt"
+    cmd = [sys.executable, str(SCRIPT), "certs", "--output", str(out), str(certs), str(missing)]
+    started = time.time()
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr  # two files could not be read
+    text = out.read_text()
+    samples = _samples(text)
+    host = f'path="{certs}/host.crt",serial="{serial}",subject="CN=db1.example"'
+    expiry = samples["mdus_certificate_expiry_timestamp_seconds{" + host + "}"]
+    assert abs(expiry - (started + 30 * 86400)) < 120, expiry - started
+    assert samples[f'mdus_certificate_read_ok{{path="{certs}/host.crt"}}'] == 1
+    assert samples[f'mdus_certificate_read_ok{{path="{certs}/ca.crt"}}'] == 1
+    assert samples[f'mdus_certificate_read_ok{{path="{certs}/broken.pem"}}'] == 0
+    assert samples[f'mdus_certificate_read_ok{{path="{missing}"}}'] == 0
+    assert not any("host.key" in key for key in samples), "a key file was read"
+    _promtool_check(text)

@@ -13,6 +13,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -164,6 +165,33 @@ def test_rules_loaded_with_lab_thresholds(host: Any) -> None:
     assert rules["PostgresLockWait"]["query"].endswith("> 5")
     assert rules["PostgresLongRunningQuery"]["query"].endswith("> 5")
     assert all(r["health"] == "ok" for r in rules.values()), rules
+
+
+def _openssl_fields(node: Any, path: str) -> dict[str, str]:
+    out = node.check_output("openssl x509 -noout -enddate -serial -in %s", path)
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def test_certificate_expiry_of_every_host(host: Any) -> None:
+    """Each host's certificates reach Prometheus with openssl's expiry and serial; the
+    expiry alert is loaded and silent (the lab's certificates are fresh)."""
+    for name in (PG, REPLICA, REPO, MON):
+        node = testinfra.get_host(f"docker://{name}")
+        for path in (f"{PKI_DIR}/host.crt", f"{PKI_DIR}/ca.crt"):
+            fields = _openssl_fields(node, path)
+            expiry = datetime.strptime(
+                " ".join(fields["notAfter"].split()), "%b %d %H:%M:%S %Y %Z"
+            ).replace(tzinfo=UTC)
+            expr = (
+                f'mdus_certificate_expiry_timestamp_seconds{{instance="{name}",path="{path}",'
+                f'serial="{fields["serial"].strip().lower()}"}}'
+            )
+            found = wait_until(f"{expr} in Prometheus", lambda e=expr: promql(host, e))
+            assert float(found[0]["value"][1]) == expiry.timestamp(), (found, fields)
+    assert promql(host, "mdus_certificate_read_ok == 0") == [], "an unreadable certificate"
+    groups = get_json(host, f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
+    rules = {r["name"]: r for g in groups for r in g["rules"] if r["type"] == "alerting"}
+    assert rules["CertificateExpiringSoon"]["state"] == "inactive", rules["CertificateExpiringSoon"]
 
 
 @pytest.fixture(scope="module")

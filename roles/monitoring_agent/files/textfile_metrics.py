@@ -11,6 +11,10 @@ Usage:
       Reads SHOW POOLS and SHOW DATABASES from PgBouncer's admin console (psycopg 3,
       simple query protocol) and writes pool use per database and user. When PgBouncer
       does not answer, only mdus_pgbouncer_up 0 is written.
+  mdus-textfile-metrics certs --output FILE PATH [PATH ...]
+      Reads every PEM certificate (PATH: a file, or a directory whose *.crt and *.pem
+      files are read) with `openssl x509` and writes its expiry time, serial and subject.
+      A file that cannot be read or parsed is written as mdus_certificate_read_ok 0.
 FILE is replaced atomically. Exit code 0 when the source answered, 1 otherwise.
 """
 
@@ -23,11 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import psycopg  # python3-psycopg, installed by the monitoring_agent role with this script
-from psycopg.rows import dict_row
 
 BACKUP_TYPES = ("full", "diff", "incr")
 
@@ -75,6 +77,15 @@ DATABASE_COLUMNS = {
     "current_connections": "mdus_pgbouncer_database_current_connections",
 }
 ADMIN_DATABASE = "pgbouncer"
+
+CERT_HELP = {
+    "mdus_certificates_collect_timestamp_seconds": "Unix time the certificates were read",
+    "mdus_certificate_read_ok": "1 if the certificate file was read and parsed",
+    "mdus_certificate_expiry_timestamp_seconds": "Unix time the certificate stops being valid"
+    " (notAfter)",
+    "mdus_certificate_not_before_timestamp_seconds": "Unix time the certificate became valid",
+}
+CERT_SUFFIXES = (".crt", ".pem")
 
 
 def _escape(value: str) -> str:
@@ -193,6 +204,10 @@ def metrics_from_pgbouncer(
 
 def read_pgbouncer(dsn: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
     """SHOW POOLS and SHOW DATABASES from the admin console, or None if it fails."""
+    # python3-psycopg is installed with this script on the database hosts only
+    import psycopg  # noqa: PLC0415
+    from psycopg.rows import dict_row  # noqa: PLC0415
+
     try:
         with (
             psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn,
@@ -227,6 +242,72 @@ def run_info(command: list[str], user: str | None) -> list[dict[str, Any]] | Non
     return parsed if isinstance(parsed, list) else None
 
 
+def certificate_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the *.crt / *.pem files of the directories named."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in CERT_SUFFIXES)
+        else:
+            found.append(path)
+    return found
+
+
+def _openssl_time(value: str) -> float:
+    """openssl's 'Mar  1 12:00:00 2027 GMT' as Unix time."""
+    return (
+        datetime.strptime(" ".join(value.split()), "%b %d %H:%M:%S %Y %Z")
+        .replace(tzinfo=UTC)
+        .timestamp()
+    )
+
+
+def read_certificate(path: Path) -> dict[str, Any] | None:
+    """notBefore, notAfter, serial and subject of the first certificate in a PEM file."""
+    argv = ["openssl", "x509", "-noout", "-startdate", "-enddate", "-serial", "-subject"]
+    argv += ["-nameopt", "RFC2253", "-in", str(path)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return None
+    if proc.returncode != 0:
+        print(f"{path}: {proc.stderr.strip()}", file=sys.stderr)
+        return None
+    fields = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    try:
+        return {
+            "not_before": _openssl_time(fields["notBefore"]),
+            "not_after": _openssl_time(fields["notAfter"]),
+            "serial": fields["serial"].strip().lower(),
+            "subject": fields.get("subject", "").strip(),
+        }
+    except (KeyError, ValueError) as exc:
+        print(f"{path}: unexpected openssl output ({exc})", file=sys.stderr)
+        return None
+
+
+def metrics_from_certificates(certs: dict[Path, dict[str, Any] | None], now: float) -> str:
+    """Exposition text for the certificates read (None: the file could not be read)."""
+    samples: dict[str, list[str]] = {name: [] for name in CERT_HELP}
+    samples["mdus_certificates_collect_timestamp_seconds"].append(
+        _sample("mdus_certificates_collect_timestamp_seconds", {}, now)
+    )
+    for path, cert in certs.items():
+        samples["mdus_certificate_read_ok"].append(
+            _sample("mdus_certificate_read_ok", {"path": str(path)}, 0 if cert is None else 1)
+        )
+        if cert is None:
+            continue
+        labels = {"path": str(path), "serial": cert["serial"], "subject": cert["subject"]}
+        for metric, key in (
+            ("mdus_certificate_expiry_timestamp_seconds", "not_after"),
+            ("mdus_certificate_not_before_timestamp_seconds", "not_before"),
+        ):
+            samples[metric].append(_sample(metric, labels, cert[key]))
+    return _render(CERT_HELP, samples)
+
+
 def write_atomically(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -249,9 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         default="host=/var/run/postgresql port=6432 dbname=pgbouncer",
         help="libpq connection string of the admin console",
     )
-    for source in (backrest, bouncer):
+    certs = sub.add_parser("certs", help="expiry of PEM certificates")
+    certs.add_argument("paths", nargs="+", type=Path, help="certificate files or directories")
+    for source in (backrest, bouncer, certs):
         source.add_argument("--output", type=Path, required=True, help="textfile to write")
     args = parser.parse_args(argv)
+    if args.source == "certs":
+        read = {path: read_certificate(path) for path in certificate_files(args.paths)}
+        write_atomically(args.output, metrics_from_certificates(read, time.time()))
+        return 0 if read and all(read.values()) else 1
     if args.source == "pgbackrest":
         info = run_info(args.command, args.user)
         write_atomically(args.output, metrics_from_info(info, time.time()))
