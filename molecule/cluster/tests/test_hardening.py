@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 
+from tests.integration.clients import container_ip
 from tests.integration.pglab import CONF_DIR, DATA_DIR, LOG_DIR, psql
 
 
@@ -40,23 +42,65 @@ def test_only_peer_for_local_lines(host: Any) -> None:
 
 
 def test_only_scram_or_cert_for_hostssl_lines(host: Any) -> None:
+    # reject: the lines barring postgres over TCP (test_postgres_rejected_over_tcp_first).
     methods = set(
         psql(
             host, "SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'hostssl'"
         ).splitlines()
     )
-    assert methods and methods <= {"scram-sha-256", "cert"}
+    assert methods and methods <= {"scram-sha-256", "cert", "reject"}
+    rejects = psql(
+        host,
+        "SELECT DISTINCT array_to_string(user_name, ',') FROM pg_hba_file_rules "
+        "WHERE auth_method = 'reject'",
+    )
+    assert rejects == "postgres"
 
 
 def test_no_host_or_hostnossl_lines(host: Any) -> None:
+    # Only the lines rejecting postgres: no line lets anyone in without TLS.
     assert (
         psql(
             host,
             "SELECT count(*) FROM pg_hba_file_rules "
-            "WHERE type IN ('host', 'hostnossl', 'hostgssenc', 'hostnogssenc')",
+            "WHERE type IN ('host', 'hostnossl', 'hostgssenc', 'hostnogssenc') "
+            "AND NOT (auth_method = 'reject' AND user_name = '{postgres}')",
         )
         == "0"
     )
+
+
+def test_postgres_rejected_over_tcp_first(host: Any) -> None:
+    """The superuser's reject lines (TLS and plain, IPv4 and IPv6, every database and
+    replication) come right after its local peer line, before every other line."""
+    rows = psql(
+        host,
+        "SELECT type, array_to_string(database, ','), array_to_string(user_name, ','), "
+        "address, auth_method FROM pg_hba_file_rules WHERE error IS NULL ORDER BY line_number",
+    ).splitlines()
+    assert rows[0] == "local|all|postgres||peer", rows
+    assert sorted(rows[1:5]) == sorted(
+        f"{kind}|all,replication|postgres|{address}|reject"
+        for kind in ("hostssl", "hostnossl")
+        for address in ("0.0.0.0", "::")
+    ), rows
+    assert all(not row.endswith("|reject") for row in rows[5:]), rows
+
+
+@pytest.mark.parametrize("replication", ["", "true"], ids=["sql", "replication"])
+def test_postgres_cannot_connect_over_tcp_from_the_controller(host: Any, replication: str) -> None:
+    """Whatever the password, pg_hba.conf turns postgres away over TCP before asking for it."""
+    conninfo = (
+        f"host={container_ip(host.backend.get_hostname())} port=5432 dbname=postgres "
+        "user=postgres password=anything sslmode=require connect_timeout=10"
+    )
+    if replication:
+        conninfo += f" replication={replication}"
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(conninfo).close()
+    message = str(refused.value)
+    assert "rejects" in message or "no pg_hba.conf entry" in message, message
+    assert 'user "postgres"' in message, message
 
 
 def test_password_encryption_scram(host: Any) -> None:

@@ -107,6 +107,49 @@ CASES = [
         "postgresql_users: the password of mdus_dba is empty",
         id="empty-user-password",
     ),
+    # A pg_hba field cannot add a line of its own (a trust line after a comment's newline).
+    pytest.param(
+        {
+            "postgresql_hba_entries": [
+                {
+                    "type": "hostssl",
+                    "database": "all",
+                    "user": "all",
+                    "address": "samenet",
+                    "method": "scram-sha-256",
+                    "comment": "lab\nhost all all 0.0.0.0/0 trust",
+                }
+            ]
+        },
+        "comment holds a line break",
+        id="hba-comment-newline",
+    ),
+    # postgresql_settings cannot take over or weaken what the role secures.
+    pytest.param(
+        {"postgresql_settings": {"hba_file": "/tmp/pg_hba.conf"}},
+        "hba_file: the role renders pg_hba.conf itself",
+        id="setting-hba-file",
+    ),
+    pytest.param(
+        {"postgresql_settings": {"ssl_min_protocol_version": "TLSv1"}},
+        "postgresql_settings.ssl_min_protocol_version is 'tlsv1'",
+        id="setting-tls10",
+    ),
+    pytest.param(
+        {"postgresql_settings": {"shared_preload_libraries": "pg_stat_statements"}},
+        "shared_preload_libraries: it would replace the role's list",
+        id="setting-preload-drops-pgaudit",
+    ),
+    # A login cannot be made superuser in all but name.
+    pytest.param(
+        {
+            "postgresql_users": [
+                {"name": "mdus_dba", "password": "x" * 24, "roles": ["pg_execute_server_program"]}
+            ]
+        },
+        "postgresql_users: mdus_dba would be granted pg_execute_server_program",
+        id="user-server-program",
+    ),
 ]
 
 
