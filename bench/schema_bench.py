@@ -137,7 +137,8 @@ def main() -> int:
     try:
         print(f"runner: full migrate {run_runner(dsn, 'migrate'):.0f} ms (incl. process start)")
         print(f"runner: status       {run_runner(dsn, 'status'):.0f} ms")
-        print(f"runner: rollback all {run_runner(dsn, 'rollback', '--target', '0'):.0f} ms")
+        everything = ("rollback", "--target", "0", "--yes-destroy-all")
+        print(f"runner: rollback all {run_runner(dsn, *everything):.0f} ms")
         print(f"runner: migrate again {run_runner(dsn, 'migrate'):.0f} ms")
         with psycopg.connect(dsn, autocommit=True) as conn:
             start = time.perf_counter()

@@ -181,7 +181,8 @@ def test_rollback_and_reapply_gives_identical_schema(
 ) -> None:
     dsn = new_db(template=template_db)
     before = schema_dump(dsn)
-    down = run_migrate(dsn, "rollback", "--target", target, "--json")
+    confirm = ["--yes-destroy-all"] if target == "0" else []
+    down = run_migrate(dsn, "rollback", "--target", target, *confirm, "--json")
     assert down.rc == 2, down.stderr
     kept = [v for v in ALL if int(v) <= int(target)]
     assert versions(dsn) == kept
@@ -292,7 +293,10 @@ def test_failed_migration_leaves_no_trace(empty_db: str, tmp_path: Path) -> None
     assert "rolled back" in result.stderr
     assert versions(empty_db) == ["001"]
     assert schema_dump(empty_db) == before
-    assert scalar(empty_db, "SELECT count(*) FROM schema_migrations_log") == 1
+    # The failure is logged after the rollback, in a transaction of its own.
+    with psycopg.connect(empty_db) as conn:
+        log = conn.execute("SELECT action, version FROM schema_migrations_log ORDER BY id")
+        assert log.fetchall() == [("migrate", "001"), ("failed", "002")]
 
 
 def test_two_runners_at_once(empty_db: str, tmp_path: Path) -> None:
@@ -495,7 +499,7 @@ def test_migrator_role_contract(
             " AND relname NOT LIKE 'schema_migrations%%' AND relname NOT LIKE 'pg_stat%%'",
         )
         assert owners == ["mdus_owner"]
-        assert run_migrate(migrator_dsn, "rollback", "--target", "0").rc == 2
+        assert run_migrate(migrator_dsn, "rollback", "--target", "0", "--yes-destroy-all").rc == 2
         assert run_migrate(migrator_dsn, "migrate").rc == 2
     finally:
         admin_conn.execute("ALTER ROLE mdus_migrator NOLOGIN")
