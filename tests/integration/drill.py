@@ -123,13 +123,22 @@ def drill(
     ended = time.time()
     time.sleep(settle)
     outcome = writer.stop()
+    try:
+        measured = measure(dsn, run, outcome)
+    except psycopg.Error as exc:
+        # The client path is still closed after the action: show what the action said.
+        tail = (done.stdout + done.stderr)[-4000:]
+        raise AssertionError(
+            f"{name}: no client gets through {settle} s after the action "
+            f"(rc {done.returncode}): {exc}\n--- action output (tail) ---\n{tail}"
+        ) from exc
     result: dict[str, Any] = {
         "drill": name,
         "run": run,
         "started": started,
         "action_seconds": round(ended - started, 2),
         "action_rc": done.returncode,
-        **measure(dsn, run, outcome),
+        **measured,
     }
     if done.returncode != 0:
         result["action_output"] = (done.stdout + done.stderr)[-3000:]

@@ -222,20 +222,28 @@ def read_pgbouncer(dsn: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return pools, databases
 
 
+def run_command(argv: list[str], what: str, timeout: float) -> str | None:
+    """stdout of a command that succeeded; None (reason on stderr) otherwise."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"{what} failed: {exc}", file=sys.stderr)
+        return None
+    if proc.returncode != 0:
+        print(f"{what} exited {proc.returncode}: {proc.stderr.strip()}", file=sys.stderr)
+        return None
+    return proc.stdout
+
+
 def run_info(command: list[str], user: str | None) -> list[dict[str, Any]] | None:
     argv = [*command, "--output=json", "info"]
     if user:
         argv = ["runuser", "-u", user, "--", *argv]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"pgbackrest info failed: {exc}", file=sys.stderr)
-        return None
-    if proc.returncode != 0:
-        print(f"pgbackrest info exited {proc.returncode}: {proc.stderr.strip()}", file=sys.stderr)
+    stdout = run_command(argv, "pgbackrest info", timeout=120)
+    if stdout is None:
         return None
     try:
-        parsed = json.loads(proc.stdout)
+        parsed = json.loads(stdout)
     except json.JSONDecodeError as exc:
         print(f"pgbackrest info returned no JSON: {exc}", file=sys.stderr)
         return None
@@ -266,15 +274,10 @@ def read_certificate(path: Path) -> dict[str, Any] | None:
     """notBefore, notAfter, serial and subject of the first certificate in a PEM file."""
     argv = ["openssl", "x509", "-noout", "-startdate", "-enddate", "-serial", "-subject"]
     argv += ["-nameopt", "RFC2253", "-in", str(path)]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
+    stdout = run_command(argv, str(path), timeout=30)
+    if stdout is None:
         return None
-    if proc.returncode != 0:
-        print(f"{path}: {proc.stderr.strip()}", file=sys.stderr)
-        return None
-    fields = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    fields = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
     try:
         return {
             "not_before": _openssl_time(fields["notBefore"]),
