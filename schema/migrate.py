@@ -889,6 +889,20 @@ def run_transactional(
 ) -> dict[str, Any]:
     body = (migration.up if direction == "up" else migration.down) or ""
     attempt = 0
+    start = time.monotonic()
+
+    def logged(failure: MigrationError, exc: psycopg.Error) -> MigrationError:
+        """The failure, logged with this attempt's number and duration."""
+        return log_failure(
+            conn,
+            migration,
+            direction,
+            failure,
+            ms=elapsed_ms(start),
+            attempts=attempt,
+            sqlstate=exc.sqlstate,
+        )
+
     while True:
         attempt += 1
         watch.reset()
@@ -907,15 +921,7 @@ def run_transactional(
                     f" giving up; rolled back, nothing changed. Blocking sessions:"
                     f" {describe_sessions(watch.seen)}"
                 )
-                raise log_failure(
-                    conn,
-                    migration,
-                    direction,
-                    failure,
-                    ms=elapsed_ms(start),
-                    attempts=attempt,
-                    sqlstate=exc.sqlstate,
-                ) from exc
+                raise logged(failure, exc) from exc
             pause = min(0.5 * 2 ** (attempt - 1), 10.0) * random.uniform(0.8, 1.2)
             say(
                 opts,
@@ -925,16 +931,7 @@ def run_transactional(
             time.sleep(pause)
             continue
         except psycopg.Error as exc:
-            failure = sql_failure(migration, direction, exc)
-            raise log_failure(
-                conn,
-                migration,
-                direction,
-                failure,
-                ms=elapsed_ms(start),
-                attempts=attempt,
-                sqlstate=exc.sqlstate,
-            ) from exc
+            raise logged(sql_failure(migration, direction, exc), exc) from exc
         return step_report(migration, direction, ms, attempt)
 
 

@@ -17,18 +17,25 @@ REPO = Path(__file__).parents[2]
 
 PLAY = """
 - name: Refused input
-  hosts: localhost
+  hosts: {hosts}
   gather_facts: true
   gather_subset: [min, hardware]
   vars:
     ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
   tasks:
-    - name: Include the role with one bad variable
+    - name: Include the role's {entry} entry point with one bad variable
       ansible.builtin.include_role:
         name: {role}
+        tasks_from: {entry}
       vars:
         {variable}: {value}
 """
+
+
+def play(role: str, variable: str, value: str, entry: str = "main", hosts: str = "all") -> str:
+    """A play that includes one entry point of a role with one variable set."""
+    return PLAY.format(role=role, variable=variable, value=value, entry=entry, hosts=hosts)
+
 
 CASES = [
     ("postgresql", "postgresql_workload_profile", "webscale"),
@@ -68,7 +75,7 @@ def test_argument_spec_refusal_is_short(
     tmp_path: Path, role: str, variable: str, value: str
 ) -> None:
     playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAY.format(role=role, variable=variable, value=value))
+    playbook.write_text(play(role, variable, value))
     result, output = run_play(playbook)
     assert result.returncode == 2, output
     assert "Validation of arguments failed" in output, output
@@ -77,19 +84,6 @@ def test_argument_spec_refusal_is_short(
     assert "validate_args_context" not in output, output[:3000]
     assert len(output.splitlines()) < 80, output
 
-
-VALIDATE_PLAY = """
-- name: Refused value
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Run the role's input checks with one bad variable
-      ansible.builtin.include_role:
-        name: {role}
-        tasks_from: validate
-      vars:
-        {variable}: {value}
-"""
 
 VALIDATE_CASES = [
     ("pgbouncer", "pgbouncer_server_login_retry", "-1"),
@@ -105,7 +99,7 @@ def test_value_checks_name_the_variable(
     tmp_path: Path, role: str, variable: str, value: str
 ) -> None:
     playbook = tmp_path / "play.yml"
-    playbook.write_text(VALIDATE_PLAY.format(role=role, variable=variable, value=value))
+    playbook.write_text(play(role, variable, value, entry="validate"))
     result, output = run_play(playbook)
     assert result.returncode == 2, output
     assert variable in output, output
@@ -114,11 +108,7 @@ def test_value_checks_name_the_variable(
 def test_one_reason_for_many_hosts(tmp_path: Path) -> None:
     """Three hosts refused for the same group variable: the reason once, then a line each."""
     playbook = tmp_path / "play.yml"
-    playbook.write_text(
-        VALIDATE_PLAY.format(
-            role="pgbouncer", variable="pgbouncer_server_login_retry", value="-1"
-        ).replace("hosts: localhost", "hosts: all")
-    )
+    playbook.write_text(play("pgbouncer", "pgbouncer_server_login_retry", "-1", entry="validate"))
     result, output = run_play(playbook, hosts="h1,h2,h3,")
     assert result.returncode == 2, output
     first, rest = output.split("fatal: [h2]", 1)
