@@ -349,10 +349,10 @@ def test_rollback_everything_needs_confirmation(migrated_db: str) -> None:
     refused = run_migrate(migrated_db, "rollback", "--target", "0")
     assert refused.rc == 1
     assert "--yes-destroy-all" in refused.stderr and "nothing was rolled back" in refused.stderr
-    assert versions(migrated_db) == ["001", "002", "003", "004"]
+    assert versions(migrated_db) == ["001", "002", "003", "004", "005", "006"]
     assert run_migrate(migrated_db, "rollback", "--target", "000").rc == 1
     plan = run_migrate(migrated_db, "rollback", "--target", "0", "--dry-run", "--json")
-    assert plan.rc == 2 and len(plan.json["applied"]) == 4
+    assert plan.rc == 2 and len(plan.json["applied"]) == 6
     done = run_migrate(migrated_db, "rollback", "--target", "0", "--yes-destroy-all")
     assert done.rc == 2, done.stderr
     assert versions(migrated_db) == []

@@ -3,6 +3,7 @@ partitioning, retention, masking, and index use on generated data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -145,7 +146,16 @@ def test_no_timestamp_without_time_zone(db: Conn) -> None:
         ("UPDATE document_analysis SET overall_confidence = 1.5", errors.CheckViolation),
         ("UPDATE extracted_entities SET confidence = 1.5", errors.CheckViolation),
         ("UPDATE extracted_entities SET confidence = -0.1", errors.CheckViolation),
-        ("UPDATE extracted_entities SET pii_category = 'ssn'", errors.CheckViolation),
+        ("UPDATE extracted_entities SET pii_category = 'shoe_size'", errors.CheckViolation),
+        (
+            "INSERT INTO pii_rules (applies_to, pattern, sensitive) VALUES ('entity_type', '.*',"
+            " false)",
+            errors.CheckViolation,
+        ),
+        (
+            "INSERT INTO pii_rules (applies_to, pattern, sensitive) VALUES ('value', 'x', false)",
+            errors.CheckViolation,
+        ),
         ("UPDATE documents SET user_id = gen_random_uuid()", errors.ForeignKeyViolation),
         ("UPDATE extracted_entities SET document_id = %(other)s", errors.ForeignKeyViolation),
         ("DELETE FROM users", errors.ForeignKeyViolation),
@@ -518,17 +528,21 @@ SELECT md5('doc' || i)::uuid, md5('user' || (i % 100))::uuid, 'f' || i || '.pdf'
        jsonb_build_object('source', CASE WHEN i % 500 = 0 THEN 'fax' ELSE 'upload' END),
        now() - make_interval(mins => i), now() - make_interval(mins => i)
   FROM generate_series(1, %(n)s) AS i;
-INSERT INTO document_analysis (document_id, analysis_type, model_name, model_version,
+-- Triggers are off (replica role): the owner column of child rows (006) is given here.
+INSERT INTO document_analysis (document_id, user_id, analysis_type, model_name, model_version,
                                structured_data, overall_confidence, created_at)
-SELECT id, 'extraction', 'ner', '1',
+SELECT id, user_id, 'extraction', 'ner', '1',
        jsonb_build_object('diagnosis', CASE WHEN file_size % 700 = 0 THEN 'rare' ELSE 'flu' END),
        0.5, created_at
   FROM documents;
-INSERT INTO extracted_entities (analysis_id, document_id, entity_type, entity_value, confidence)
-SELECT a.id, a.document_id, 'term', 'value ' || k, round((random() * 0.98)::numeric, 4)
+INSERT INTO extracted_entities (analysis_id, document_id, user_id, entity_type, entity_value,
+                                confidence, created_at)
+SELECT a.id, a.document_id, a.user_id, 'term', 'value ' || k,
+       round((random() * 0.98)::numeric, 4), a.created_at + make_interval(secs => k)
   FROM document_analysis a, generate_series(1, 3) AS k;
-INSERT INTO processing_jobs (document_id, job_type, status, started_at)
-SELECT id, 'ocr', CASE WHEN file_size % 100 = 0 THEN 'queued' ELSE 'completed' END, now()
+INSERT INTO processing_jobs (document_id, user_id, job_type, status, started_at, created_at)
+SELECT id, user_id, 'ocr', CASE WHEN file_size % 100 = 0 THEN 'queued' ELSE 'completed' END,
+       now(), created_at
   FROM documents;
 INSERT INTO audit_logs (action, table_name, record_id, user_id, created_at)
 SELECT 'UPDATE', 'documents', id::text, user_id, created_at FROM documents;
@@ -625,14 +639,86 @@ def dataset(cluster: Any, template_db: str, admin_conn: Conn) -> Iterator[Callab
     admin_conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-@pytest.mark.parametrize(("label", "query", "indexes"), QUERIES, ids=[q[0] for q in QUERIES])
-def test_common_queries_use_their_indexes(
-    dataset: Callable[[], Conn], label: str, query: str, indexes: set[str]
-) -> None:
-    nodes = explain(dataset(), query)
+# What the application runs as mdus_app on behalf of one user: row-level security picks
+# that user's rows (1% of each table), through the owner columns of 006.
+RLS_QUERIES: list[tuple[str, str, set[str]]] = [
+    (
+        "my documents, latest 20",
+        "SELECT id FROM documents ORDER BY created_at DESC LIMIT 20",
+        {"idx_documents_user_created"},
+    ),
+    (
+        "entities of my documents, latest 50",
+        "SELECT * FROM extracted_entities ORDER BY created_at DESC LIMIT 50",
+        {"idx_extracted_entities_user_created"},
+    ),
+    (
+        "my analyses, latest 20",
+        "SELECT * FROM document_analysis ORDER BY created_at DESC LIMIT 20",
+        {"idx_document_analysis_user_created"},
+    ),
+    (
+        "my jobs, latest 20",
+        "SELECT * FROM processing_jobs ORDER BY created_at DESC LIMIT 20",
+        {"idx_processing_jobs_user_created"},
+    ),
+]
+# The same queries as QUERIES may rightly start from the user's rows under RLS.
+RLS_ALTERNATIVES: dict[str, set[str]] = {
+    "documents": {"idx_documents_user_created"},
+    "document_analysis": {"idx_document_analysis_user_created"},
+    "extracted_entities": {"idx_extracted_entities_user_created"},
+    "processing_jobs": {"idx_processing_jobs_user_created"},
+}
+
+
+def table_of(query: str) -> str:
+    return query.split(" FROM ", 1)[1].split(maxsplit=1)[0]
+
+
+def user_uuid(name: str) -> str:
+    """The id DATASET_SQL gives user <name>: md5(name) read as a uuid."""
+    return str(uuid.UUID(hashlib.md5(name.encode()).hexdigest()))
+
+
+def explain_as(conn: Conn, role: str, query: str) -> list[dict[str, Any]]:
+    if role == "superuser":
+        return explain(conn, query)
+    with acting_as(conn, role, user_uuid("user7")) as app:
+        return explain(app, query)
+
+
+def assert_indexed(label: str, nodes: list[dict[str, Any]], indexes: set[str]) -> None:
     used = {node.get("Index Name") for node in nodes} - {None}
     assert used & indexes, f"{label}: expected one of {indexes}, plan used {used}"
     assert not any(n["Node Type"] == "Seq Scan" for n in nodes), f"{label}: seq scan"
+
+
+@pytest.mark.parametrize("role", ["superuser", "mdus_app"])
+@pytest.mark.parametrize(("label", "query", "indexes"), QUERIES, ids=[q[0] for q in QUERIES])
+def test_common_queries_use_their_indexes(
+    dataset: Callable[[], Conn], label: str, query: str, indexes: set[str], role: str
+) -> None:
+    if role == "mdus_app":
+        indexes = indexes | RLS_ALTERNATIVES.get(table_of(query), set())
+    assert_indexed(label, explain_as(dataset(), role, query), indexes)
+
+
+@pytest.mark.parametrize(
+    ("label", "query", "indexes"), RLS_QUERIES, ids=[q[0] for q in RLS_QUERIES]
+)
+def test_rls_queries_use_owner_indexes(
+    dataset: Callable[[], Conn], label: str, query: str, indexes: set[str]
+) -> None:
+    """Child tables are filtered by their own owner column, not by a sub-query per row
+    on documents: the plan is one index range of the user's rows, cost independent of the
+    table's size."""
+    conn = dataset()
+    nodes = explain_as(conn, "mdus_app", query)
+    assert_indexed(label, nodes, indexes)
+    assert {n.get("Relation Name") for n in nodes} - {None} == {table_of(query)}
+    with acting_as(conn, "mdus_app", user_uuid("user7")) as app:
+        assert len(app.execute(query).fetchall()) == int(query.rsplit(" ", 1)[1])
 
 
 @pytest.mark.parametrize(
