@@ -190,6 +190,17 @@ CASES = [
         ["postgresql_users", "dba2", "postgres", "never granted"],
         id="users-superuser-even-when-allowed",
     ),
+    # 5. Secrets still holding the example inventory's placeholder, named by path.
+    pytest.param(
+        {"postgresql_users": [{"name": "dba", "password": "CHANGE-ME-dba-password"}]},
+        ["Refusing the example placeholder (CHANGE-ME)", "postgresql_users[0].password"],
+        id="users-placeholder-password",
+    ),
+    pytest.param(
+        {"postgresql_replication_password": "CHANGE-ME-replication-password"},
+        ["Refusing the example placeholder (CHANGE-ME)", "postgresql_replication_password"],
+        id="replication-placeholder-password",
+    ),
 ]
 
 
@@ -261,6 +272,7 @@ def test_refused_naming_the_variable(
     for words in expected:
         assert words in output, output
     assert "x" * 20 not in output, "a password reached the output"
+    assert "CHANGE-ME-" not in output, "a placeholder secret reached the output"
 
 
 RENDER_PLAY = """
