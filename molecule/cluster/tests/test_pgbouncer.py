@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import subprocess
 from typing import Any
 
 import testinfra
@@ -11,7 +13,7 @@ from tests.integration.pglab import PKI_DIR, lab_secret, psql, tcp_psql
 PRIMARY = "mdus-cluster-pg1"
 REPLICA = "mdus-cluster-pg2"
 testinfra_hosts = [PRIMARY]
-POOL_LIMIT = 20 + 30  # default_pool_size + reserve_pool_size
+POOL_LIMIT = 25  # pgbouncer_max_db_connections: the alias in all, whatever the pools
 
 
 def _bouncer(db: str = "mdus_db", user: str = "mdus_app", sslmode: str = "verify-full") -> str:
@@ -97,3 +99,47 @@ def test_admin_console_only_by_peer_on_the_local_socket(host: Any) -> None:
     for user in ("prometheus", "postgres"):
         rc, _, err = tcp_psql(host, _bouncer(db="pgbouncer", user=user), "SHOW POOLS", "")
         assert rc != 0 and "login rejected" in err, err
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
+def test_clients_outside_postgresqls_networks_are_refused(host: Any) -> None:
+    """PgBouncer's hba admits the networks PostgreSQL admits (the lab: samenet), nothing
+    wider: the replica reaches the primary's PgBouncer over a second network that no
+    pg_hba line names and is refused, while the same login over the lab network works."""
+    replica = testinfra.get_host(f"docker://{REPLICA}")
+    login = "port=6432 dbname=mdus_db user=mdus_app sslmode=require"
+    rc, out, err = tcp_psql(replica, f"host={PRIMARY} {login}", "SELECT 1", lab_secret("mdus_app"))
+    assert (rc, out) == (0, "1"), err
+    network = f"mdus-outside-{secrets.token_hex(3)}"
+    _docker("network", "create", network)
+    try:
+        for container in (PRIMARY, REPLICA):
+            _docker("network", "connect", network, container)
+        outside = _docker(
+            "inspect",
+            "-f",
+            f'{{{{ (index .NetworkSettings.Networks "{network}").IPAddress }}}}',
+            PRIMARY,
+        )
+        assert outside, "the primary got no address on the outside network"
+        rc, _, err = tcp_psql(
+            replica, f"host={outside} {login}", "SELECT 1", lab_secret("mdus_app")
+        )
+        assert rc != 0, f"PgBouncer admitted a client from {network} ({outside})"
+        assert "login rejected" in err or "hba" in err, err
+    finally:
+        for container in (PRIMARY, REPLICA):
+            subprocess.run(
+                ["docker", "network", "disconnect", network, container],
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+        subprocess.run(
+            ["docker", "network", "rm", network], capture_output=True, check=False, timeout=60
+        )
