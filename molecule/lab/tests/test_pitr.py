@@ -5,6 +5,7 @@ controller over TLS; the refusals. Runs last in the lab scenario (alphabetical o
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any
@@ -102,6 +103,52 @@ def test_side_restore_to_a_restore_point_from_repo2(primary: Any, replica: Any) 
         assert side(replica, "SELECT string_agg(note, ',') FROM pitr_rp") == "kept"
         log = replica.file(f"{PITR_DIR}/postgresql.log").content_string
         assert f'recovery stopping at restore point "{name}"' in log, log[-2000:]
+    finally:
+        pitr(pitr_remove=True)
+
+
+MIGRATE = (
+    "runuser -u postgres -- env PGHOST=/var/run/postgresql PGDATABASE=mdus_db "
+    "PGUSER=mdus_migrator PGAPPNAME=mdus-migrate python3 /opt/mdus/schema/migrate.py"
+)
+
+
+def migrate(primary: Any, *args: str) -> dict[str, Any]:
+    cmd = primary.run(f"{MIGRATE} {' '.join(args)} --json --dir /opt/mdus/schema/migrations")
+    assert cmd.rc in (0, 2), cmd.stdout + cmd.stderr
+    return json.loads(cmd.stdout)
+
+
+def applied(run: Any) -> str:
+    return run("SELECT string_agg(version, ',' ORDER BY version) FROM public.schema_migrations")
+
+
+def test_back_to_before_a_release_by_its_restore_point(primary: Any, replica: Any) -> None:
+    """A bad release undone: roll the lab back to 002, release 003 again (the runner makes
+    the restore point mdus_before_003_<UTC>), write with it, then a side restore to that
+    point shows the database exactly before 003; the lab is migrated forward again."""
+    everything = applied(lambda sql: psql(primary, sql, db="mdus_db"))
+    migrate(primary, "rollback", "--target", "002")
+    release = migrate(primary, "migrate", "--target", "003")
+    point = release["restore_point"]["name"]
+    assert point.startswith("mdus_before_003_"), release
+    psql(primary, "UPDATE users SET preferences = '{\"bad\": true}'", db="mdus_db")
+    migrate(primary, "migrate")
+    assert applied(lambda sql: psql(primary, sql, db="mdus_db")) == everything
+    archived_now(primary)
+    try:
+        result = pitr(pitr_restore_point=point)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        copy = "runuser -u postgres -- psql -X -Atq -h %s -p %s -d mdus_db -c %s"
+
+        def on_copy(sql: str) -> str:
+            cmd = replica.run(copy, PITR_DIR, PORT, sql)
+            assert cmd.rc == 0, cmd.stderr
+            return cmd.stdout.strip()
+
+        assert applied(on_copy) == "001,002"
+        column = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'preferences'"
+        assert on_copy(column) == "0"
     finally:
         pitr(pitr_remove=True)
 
