@@ -35,7 +35,7 @@ HOST_VARS = {
     "postgresql_tune_memory_mb": 4096,
     "postgresql_tune_cpus": 2,
     # TLS files are the pki role's business on a real run; there is none here.
-    "__postgresql_preflight": True,
+    "postgresql_preflight": True,
 }
 
 VALIDATE_PLAY = """
