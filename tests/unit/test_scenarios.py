@@ -43,3 +43,19 @@ def test_every_scenario_runs_in_make_test() -> None:
     match = re.search(r"^SCENARIOS \?= (.+)$", (REPO / "Makefile").read_text(), re.M)
     assert match, "SCENARIOS missing from the Makefile"
     assert sorted(match.group(1).split()) == sorted(s.name for s in SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_every_scenario_runs_the_shared_hardening_checks(scenario: Path) -> None:
+    """The hardening baseline is written once (tests/integration/hardening.py) and every
+    scenario with database hosts runs all of it, not a copy of some of it."""
+    config = yaml.safe_load((scenario / "molecule.yml").read_text())
+    if not any("postgres" in p.get("groups", []) for p in config.get("platforms", [])):
+        return
+    directory = scenario / config["verifier"].get("directory", "tests")
+    users = [
+        f
+        for f in directory.glob("test_*.py")
+        if "from tests.integration.hardening import CHECK_IDS, CHECKS" in f.read_text()
+    ]
+    assert users, f"{scenario.name}: no test runs tests/integration/hardening.py's CHECKS"

@@ -5,11 +5,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-import pytest
-
 from tests.integration.pglab import (
     CONF_DIR,
-    DATA_DIR,
     LOG_DIR,
     PKI_DIR,
     REPO,
@@ -121,36 +118,14 @@ def test_certificate_names_the_host(host: Any) -> None:
     assert verify.rc == 0, verify.stderr
 
 
-def test_pg_hba_only_peer_and_hostssl_scram(host: Any) -> None:
-    rows = psql(
-        host, "SELECT type, auth_method, array_to_string(user_name, ',') FROM pg_hba_file_rules"
-    ).splitlines()
-    assert rows, "pg_hba.conf has no rules"
-    for row in rows:
-        conn_type, method, users = row.split("|")
-        if method == "reject":  # the role's TCP reject lines for the superuser, nothing else
-            assert users == "postgres" and conn_type in {"hostssl", "hostnossl"}, row
-            continue
-        assert (conn_type, method) in {
-            ("local", "peer"),
-            ("hostssl", "scram-sha-256"),
-            ("hostssl", "cert"),
-        }, row
-    assert psql(host, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL") == "0"
-
-
 def test_pg_stat_statements_loaded(host: Any) -> None:
     assert "pg_stat_statements" in psql(host, "SHOW shared_preload_libraries")
     psql(host, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     assert int(psql(host, "SELECT count(*) FROM pg_stat_statements")) > 0
 
 
-def test_logging_settings(host: Any) -> None:
-    for name in ("logging_collector", "log_connections", "log_disconnections", "log_lock_waits"):
-        assert psql(host, f"SHOW {name}") == "on", name
-    prefix = psql(host, "SHOW log_line_prefix")
-    for escape in ("%m", "%u", "%d", "%h"):
-        assert escape in prefix
+def test_temporary_files_are_logged(host: Any) -> None:
+    # the rest of the logging baseline: tests/integration/hardening.py
     assert psql(host, "SHOW log_temp_files") == "0"
 
 
@@ -162,29 +137,6 @@ def test_log_files_written(host: Any) -> None:
     assert "connection authorized" in content
 
 
-@pytest.mark.parametrize(
-    ("path", "mode"),
-    [
-        (CONF_DIR, 0o700),
-        (f"{CONF_DIR}/postgresql.conf", 0o640),
-        (f"{CONF_DIR}/pg_hba.conf", 0o600),
-        (DATA_DIR, 0o700),
-        (LOG_DIR, 0o700),
-        (f"{PKI_DIR}/host.key", 0o640),
-    ],
-)
-def test_file_modes(host: Any, path: str, mode: int) -> None:
-    target = host.file(path)
-    assert target.exists
-    assert target.mode == mode, f"{path} is {oct(target.mode)}"
-    assert target.user in ("postgres", "root")
-
-
-def test_only_postgres_is_superuser(host: Any) -> None:
-    assert psql(host, "SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolsuper") == "postgres"
-
-
-def test_config_is_managed_whole(host: Any) -> None:
+def test_config_reads_conf_d_last(host: Any) -> None:
     content = host.file(f"{CONF_DIR}/postgresql.conf").content_string
-    assert content.startswith("#\n# Ansible managed")
     assert "include_dir = 'conf.d'" in content
