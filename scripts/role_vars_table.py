@@ -20,7 +20,8 @@ def table(role: Path) -> str:
     options = spec["argument_specs"]["main"]["options"]
     rows = ["| variable | type | default | description |", "|---|---|---|---|"]
     for name, option in options.items():
-        default = json.dumps(option.get("default"), separators=(", ", ": "))
+        # a "|" (a Jinja filter) would end the table cell
+        default = json.dumps(option.get("default"), separators=(", ", ": ")).replace("|", "\\|")
         description = " ".join(str(option.get("description", "")).split())
         kind = option.get("type", "str")
         if option.get("choices"):

@@ -8,8 +8,11 @@ Subcommands:
   stats  database and table sizes, unused indexes (exit code 0)
 
 Both print a readable report, or JSON with --json. Exit code 3 (UNKNOWN) on bad usage.
-The connection string comes from --dsn, else $MDUS_HEALTH_DSN, else libpq's defaults
-(PGHOST, PGUSER, ...). A pg_monitor member is enough; no superuser needed. On the
+The connection string comes from --dsn, else $MDUS_HEALTH_DSN, else the configuration
+file, else the built-in default. The configuration file ($MDUS_HEALTH_CONFIG, default
+/etc/mdus-health.json, rendered by the monitoring_agent role from its variables) holds
+{"dsn": ..., "backup_metrics": ..., "thresholds": {name: value}}; command-line flags
+override it. A pg_monitor member is enough; no superuser needed. On the
 database hosts: runuser -u prometheus -- mdus-health check (peer login as mdus_monitor).
 """
 
@@ -33,6 +36,7 @@ EXIT_UNKNOWN = 3
 LEVELS = ("ok", "warning", "critical")
 DEFAULT_DSN = "user=mdus_monitor dbname=postgres host=/var/run/postgresql"
 BACKUP_METRICS = "/var/lib/prometheus/node-exporter/pgbackrest.prom"
+DEFAULT_CONFIG = "/etc/mdus-health.json"
 
 
 @dataclass
@@ -344,7 +348,29 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_UNKNOWN)
 
 
+def load_config(path: Path) -> dict[str, Any]:
+    """The role-rendered configuration, checked: unknown names are refused, not ignored."""
+    if not path.exists():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+        known = asdict(Thresholds())
+        unknown = sorted(set(config.get("thresholds", {})) - set(known))
+        if unknown:
+            raise ValueError(f"unknown thresholds {', '.join(unknown)}")
+        config["thresholds"] = {
+            name: type(known[name])(value) for name, value in config.get("thresholds", {}).items()
+        }
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"mdus-health: error: configuration {path}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_UNKNOWN)
+    return config
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    config = load_config(Path(os.environ.get("MDUS_HEALTH_CONFIG", DEFAULT_CONFIG)))
     parser = Parser(
         prog="mdus-health",
         description=__doc__,
@@ -352,19 +378,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dsn",
-        default=os.environ.get("MDUS_HEALTH_DSN", DEFAULT_DSN),
+        default=os.environ.get("MDUS_HEALTH_DSN", config.get("dsn", DEFAULT_DSN)),
         help="libpq connection string",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
     chk = sub.add_parser("check", help="health status with reasons (exit 0/1/2)")
-    defaults = Thresholds()
+    defaults = Thresholds(**config.get("thresholds", {}))
     for name, value in asdict(defaults).items():
         chk.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, dest=name)
     chk.add_argument(
         "--backup-metrics",
         type=Path,
-        default=Path(BACKUP_METRICS),
+        default=Path(config.get("backup_metrics", BACKUP_METRICS)),
         help="pgBackRest textfile metrics",
     )
     sts = sub.add_parser("stats", help="database and table sizes, unused indexes")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -202,3 +203,24 @@ def test_human_output_and_usage_errors(cluster: PgCluster) -> None:
         check=False,
     )
     assert proc.returncode == 3  # UNKNOWN, not CRITICAL
+
+
+def test_configuration_file_sets_dsn_and_thresholds(cluster: PgCluster, tmp_path: Path) -> None:
+    """The role renders /etc/mdus-health.json from its variables; the CLI reads it (the
+    alert thresholds reach it), flags still override, unknown names are refused."""
+    config = tmp_path / "health.json"
+    config.write_text(
+        json.dumps({"dsn": cluster.dsn(), "thresholds": {"connections_warning": "0.001"}})
+    )
+    env = {**os.environ, "MDUS_HEALTH_CONFIG": str(config)}
+    env.pop("MDUS_HEALTH_DSN", None)
+    run = [sys.executable, str(CLI), "--json", "check"]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=60, env=env, check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and any("connections" in r for r in report["reasons"]), report
+    flag = [*run, "--connections-warning", "0.99"]
+    proc = subprocess.run(flag, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert not any("connections" in r for r in json.loads(proc.stdout)["reasons"]), proc.stdout
+    config.write_text(json.dumps({"thresholds": {"conections_warning": 0.5}}))
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 3 and "unknown thresholds conections_warning" in proc.stderr

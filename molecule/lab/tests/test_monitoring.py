@@ -338,6 +338,11 @@ def test_lock_wait_and_long_query_alerts_fire_and_resolve(
 
 
 def test_health_cli_reports_healthy(pg: Any) -> None:
+    # its connection and thresholds come from the role's variables (/etc/mdus-health.json):
+    # the monitoring role in the exporter's database, the alerts' default thresholds
+    config = json.loads(pg.file("/etc/mdus-health.json").content_string)
+    assert config["dsn"].startswith(f"user=mdus_monitor dbname={EXPORTER_DB} "), config
+    assert float(config["thresholds"]["long_query_seconds"]) == 300, config
     cmd = pg.run("runuser -u prometheus -- mdus-health --json check")
     report = json.loads(cmd.stdout)
     assert cmd.rc == 0, report
