@@ -165,8 +165,12 @@ def test_alone_a_primary_takes_its_replica_aliases_too() -> None:
 SERVERS = {"pg1": "postgres_primary", "pg2": "postgres_replica", "pg3": "postgres_replica"}
 
 
-def _run_validate(tmp_path: Path, host_vars: dict[str, Any], **play_vars: Any) -> str:
-    """The pgbouncer role's validate entry point on three local 'database hosts'."""
+def _run_validate(
+    tmp_path: Path, host_vars: dict[str, Any], *, postgresql: bool = False, **play_vars: Any
+) -> str:
+    """The pgbouncer role's validate entry point on three local 'database hosts'
+    (`postgresql`: the postgresql role's validate first, as site.yml's preflight runs it,
+    which plans max_connections from the host size)."""
     groups: dict[str, Any] = {"postgres_primary": {"hosts": {}}, "postgres_replica": {"hosts": {}}}
     for host, group in SERVERS.items():
         groups[group]["hosts"][host] = {}
@@ -200,13 +204,26 @@ def _run_validate(tmp_path: Path, host_vars: dict[str, Any], **play_vars: Any) -
             "name": "PgBouncer input",
             "hosts": "postgres",
             "gather_facts": True,
-            "gather_subset": ["min", "network"],
+            "gather_subset": ["min", "network", "hardware"],
             "vars": play_vars,
             "tasks": [
+                *(
+                    [
+                        {
+                            "name": "PostgreSQL input",
+                            "ansible.builtin.include_role": {
+                                "name": "postgresql",
+                                "tasks_from": "validate",
+                            },
+                        }
+                    ]
+                    if postgresql
+                    else []
+                ),
                 {
                     "name": "Validate",
                     "ansible.builtin.include_role": {"name": "pgbouncer", "tasks_from": "validate"},
-                }
+                },
             ],
         }
     ]
@@ -251,6 +268,22 @@ def test_unknown_max_connections_is_said_not_skipped_silently(tmp_path: Path) ->
     output = _run_validate(tmp_path, {})
     assert output.startswith("rc=0"), output
     assert "WARNING: max_connections of pg1, pg2, pg3 is unknown in this run" in output, output
+
+
+def test_max_connections_planned_by_the_postgresql_role_is_used(tmp_path: Path) -> None:
+    """No max_connections in the inventory: the postgresql role's validate plans it from
+    the host size and the workload profile (dw: 40), and the pools must fit that."""
+    sized = {
+        "postgresql_tune_memory_mb": 4096,
+        "postgresql_tune_cpus": 2,
+        "postgresql_preflight": True,
+        "postgresql_workload_profile": "dw",
+        "postgresql_replication_password": "a-throw-away-replication-password",
+    }
+    output = _run_validate(tmp_path, sized, postgresql=True)
+    assert output.startswith("rc=2"), output
+    assert "pg1: max_connections 40 < 133" in output, output
+    assert "is unknown in this run" not in output, output
 
 
 def test_unlimited_alias_is_refused(tmp_path: Path) -> None:
