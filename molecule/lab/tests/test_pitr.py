@@ -125,15 +125,19 @@ def applied(run: Any) -> str:
 
 def test_back_to_before_a_release_by_its_restore_point(primary: Any, replica: Any) -> None:
     """A bad release undone: roll the lab back to 002, release 003 again (the runner makes
-    the restore point mdus_before_003_<UTC>), write with it, then a side restore to that
-    point shows the database exactly before 003; the lab is migrated forward again."""
+    the restore point mdus_before_002_<UTC>, named after the version it starts from),
+    write with it, migrate forward again; a side restore to that point shows the database
+    exactly as it was at 002."""
     everything = applied(lambda sql: psql(primary, sql, db="mdus_db"))
-    migrate(primary, "rollback", "--target", "002")
-    release = migrate(primary, "migrate", "--target", "003")
-    point = release["restore_point"]["name"]
-    assert point.startswith("mdus_before_003_"), release
-    psql(primary, "UPDATE users SET preferences = '{\"bad\": true}'", db="mdus_db")
-    migrate(primary, "migrate")
+    try:
+        migrate(primary, "rollback", "--target", "002")
+        release = migrate(primary, "migrate", "--target", "003")
+        point = release["restore_point"]["name"]
+        assert point.startswith("mdus_before_002_"), release
+        assert [step["version"] for step in release["applied"]] == ["003"], release
+        psql(primary, "UPDATE users SET preferences = '{\"bad\": true}'", db="mdus_db")
+    finally:
+        migrate(primary, "migrate")
     assert applied(lambda sql: psql(primary, sql, db="mdus_db")) == everything
     archived_now(primary)
     try:
