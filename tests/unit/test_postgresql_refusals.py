@@ -136,6 +136,14 @@ CASES = [
         id="settings-md5",
     ),
     pytest.param(
+        {
+            "postgresql_shared_preload_libraries_extra_audit": ["pgaudit"],
+            "postgresql_settings": {"pgaudit.log_parameter": "on"},
+        },
+        ["postgresql_settings.pgaudit.log_parameter"],
+        id="settings-pgaudit-parameters",
+    ),
+    pytest.param(
         {"postgresql_settings": {"log_connections": "off"}},
         ["postgresql_settings.log_connections"],
         id="settings-log-connections-off",
