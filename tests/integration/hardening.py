@@ -28,7 +28,15 @@ MODES = [
     (LOG_DIR, 0o700, "postgres", None),
     (f"{PKI_DIR}/host.key", 0o640, "root", "ssl-cert"),
     (f"{PKI_DIR}/monitoring.key", 0o640, "root", "mdus-monitoring"),
+    (f"{PKI_DIR}/pgbackrest.key", 0o640, "root", "mdus-pgbackrest"),
+    (f"{PKI_DIR}/pgbouncer.key", 0o640, "root", "mdus-pgbouncer"),
 ]
+# OS user -> the keys it reads (every other key in PKI_DIR it must not read).
+KEY_READERS = {
+    "postgres": {"host.key", "pgbackrest.key"},  # PostgreSQL; pgBackRest runs as postgres
+    "pgbouncer": {"pgbouncer.key"},
+    "prometheus": {"monitoring.key"},
+}
 LOGGING = [
     "logging_collector",
     "log_connections",
@@ -45,6 +53,22 @@ def file_modes(host: Any) -> None:
         assert target.mode == mode, f"{path} is {oct(target.mode)}, not {oct(mode)}"
         assert target.user == user, f"{path} belongs to {target.user}"
         assert group is None or target.group == group, f"{path} has group {target.group}"
+
+
+def keys_per_identity(host: Any) -> None:
+    """Each service's OS user reads its own keys only; PgBouncer, which faces the
+    clients, runs as its own user and reads neither another key nor the data directory."""
+    keys = host.run(f"ls {PKI_DIR}").stdout.split()
+    assert {"host.key", "pgbackrest.key", "pgbouncer.key", "monitoring.key"} <= set(keys), keys
+    for user, readable in KEY_READERS.items():
+        for key in (k for k in keys if k.endswith(".key")):
+            can = host.run(f"runuser -u {user} -- test -r {PKI_DIR}/{key}").rc == 0
+            assert can == (key in readable), f"{user} {'reads' if can else 'cannot read'} {key}"
+    assert host.run(f"runuser -u pgbouncer -- ls {DATA_DIR}").rc != 0, "pgbouncer lists the data"
+    owner = host.run("stat -c %U /proc/$(systemctl show -p MainPID --value pgbouncer)").stdout
+    assert owner.strip() == "pgbouncer", f"PgBouncer runs as {owner!r}"
+    subject = host.run(f"openssl x509 -noout -subject -in {PKI_DIR}/pgbouncer.crt").stdout
+    assert f"CN = pgbouncer@{host.backend.get_hostname()}" in subject, subject
 
 
 def tls_only(host: Any) -> None:
@@ -135,6 +159,7 @@ def config_managed_whole(host: Any) -> None:
 
 CHECKS: list[Callable[[Any], None]] = [
     file_modes,
+    keys_per_identity,
     tls_only,
     hba_lines,
     postgres_not_over_tcp,

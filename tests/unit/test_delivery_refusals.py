@@ -102,19 +102,19 @@ def _monitoring(**variables: Any) -> dict[str, Any]:
 
 CASES: dict[str, dict[str, Any]] = {
     # PgBouncer's lookup role on the database hosts.
-    "bnc_good": _bouncer("bnc_good", [CERT_LINE, APP_LINE], _ident("bnc_good")),
-    "bnc_nohba": _bouncer("bnc_nohba", [APP_LINE], _ident("bnc_nohba")),
+    "bnc_good": _bouncer("bnc_good", [CERT_LINE, APP_LINE], _ident("pgbouncer@bnc_good")),
+    "bnc_nohba": _bouncer("bnc_nohba", [APP_LINE], _ident("pgbouncer@bnc_nohba")),
     "bnc_order": _bouncer(
         "bnc_order",
         [{**APP_LINE, "database": "all", "user": "all"}, CERT_LINE],
-        _ident("bnc_order"),
+        _ident("pgbouncer@bnc_order"),
     ),
     "bnc_nomap": _bouncer(
         "bnc_nomap", [{**CERT_LINE, "options": "clientcert=verify-full"}, APP_LINE], []
     ),
-    "bnc_noident": _bouncer("bnc_noident", [CERT_LINE, APP_LINE], _ident("someone_else")),
-    "pair1": {**_bouncer("pair", [CERT_LINE, APP_LINE], _ident("pair1"))},
-    "pair2": {**_bouncer("pair", [CERT_LINE, APP_LINE], _ident("pair1"))},
+    "bnc_noident": _bouncer("bnc_noident", [CERT_LINE, APP_LINE], _ident("pgbouncer@someone_else")),
+    "pair1": {**_bouncer("pair", [CERT_LINE, APP_LINE], _ident("pgbouncer@pair1"))},
+    "pair2": {**_bouncer("pair", [CERT_LINE, APP_LINE], _ident("pgbouncer@pair1"))},
     # Alertmanager delivery.
     "mon_good": _monitoring(
         monitoring_server_alertmanager_receivers=[WEBHOOK],
@@ -210,13 +210,13 @@ EXPECTED: dict[str, list[str] | None] = {
     "bnc_nomap": ["cert line of bnc_nomap", "has no ident map", "options: map=pgbouncer"],
     "bnc_noident": [
         "postgresql_ident_entries of bnc_noident does not map",
-        "(CN bnc_noident)",
-        "{map: pgbouncer, system_user: bnc_noident, db_user: pgbouncer_auth}",
+        "(CN pgbouncer@bnc_noident)",
+        "{map: pgbouncer, system_user: pgbouncer@bnc_noident, db_user: pgbouncer_auth}",
     ],
     "pair2": [
         "PgBouncer could not log in to pair1 as pgbouncer_auth",
         "postgresql_ident_entries of pair1 does not map",
-        "certificate (CN pair2)",
+        "certificate (CN pgbouncer@pair2)",
     ],
     "mon_good": None,
     "mon_default": [
@@ -338,7 +338,7 @@ def _auth_errors(
     dbs: list[str],
 ) -> list[str]:
     return pgbouncer_auth.pgbouncer_auth_errors(
-        hba, ident, target=target, pgbouncer_host=bouncer, auth_user="pgbouncer_auth", dbnames=dbs
+        hba, ident, target=target, pgbouncer_cn=bouncer, auth_user="pgbouncer_auth", dbnames=dbs
     )
 
 

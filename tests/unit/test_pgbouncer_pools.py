@@ -190,7 +190,11 @@ def _run_validate(
                     },
                 ],
                 "postgresql_ident_entries": [
-                    {"map": "pgbouncer", "system_user": host, "db_user": "pgbouncer_auth"}
+                    {
+                        "map": "pgbouncer",
+                        "system_user": f"pgbouncer@{host}",
+                        "db_user": "pgbouncer_auth",
+                    }
                     for host in SERVERS
                 ],
                 **host_vars,

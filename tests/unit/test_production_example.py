@@ -50,7 +50,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     files = [
         f"{h}{suffix}.{ext}"
         for h in HOSTS
-        for suffix in ("", "-monitoring")
+        for suffix in ("", "-monitoring", "-pgbackrest", "-pgbouncer")
         for ext in ("crt", "key")
     ]
     for name in ["ca.crt", *files]:

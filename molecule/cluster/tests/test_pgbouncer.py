@@ -92,7 +92,7 @@ def test_admin_console_only_by_peer_on_the_local_socket(host: Any) -> None:
     """The pool metrics' OS user reads SHOW POOLS by peer; over TCP the console takes no
     login at all, whatever the password (its users sit in userlist.txt without one)."""
     local = host.run(
-        "runuser -u prometheus -- psql -X -Atq -h /var/run/postgresql -p 6432 -U prometheus"
+        "runuser -u prometheus -- psql -X -Atq -h /run/pgbouncer -p 6432 -U prometheus"
         " -d pgbouncer -c 'SHOW POOLS'"
     )
     assert local.rc == 0, local.stderr

@@ -120,7 +120,7 @@ def test_switchover_refused_when_the_target_cannot_take_over() -> None:
         assert psql(primary, "SELECT pg_postmaster_start_time()") == started
         assert not in_recovery(PG1) and in_recovery(PG2)
         paused = primary.run(
-            "runuser -u postgres -- psql -XAt --csv -h /var/run/postgresql -p 6432 -d pgbouncer"
+            "runuser -u postgres -- psql -XAt --csv -h /run/pgbouncer -p 6432 -d pgbouncer"
             " -c 'SHOW DATABASES'"
         ).stdout
         assert ",1,0" not in paused  # no pool left paused (paused,disabled columns)

@@ -67,16 +67,16 @@ def test_tls_server_refuses_other_stanza(primary: Any) -> None:
 
 
 def test_tls_server_refuses_unlisted_client(repo: Any) -> None:
-    # The repository host's own certificate (CN mdus-lab-repo) is not in its
-    # tls-server-auth: a client presenting it is refused.
+    # The repository host's own pgBackRest certificate (CN pgbackrest@mdus-lab-repo) is not
+    # in its tls-server-auth: a client presenting it is refused.
     pki = "/etc/mdus-pki"
     cmd = pgbackrest(
         repo,
         f"--repo1-host={REPO}",
         "--repo1-host-type=tls",
         f"--repo1-host-ca-file={pki}/ca.crt",
-        f"--repo1-host-cert-file={pki}/host.crt",
-        f"--repo1-host-key-file={pki}/host.key",
+        f"--repo1-host-cert-file={pki}/pgbackrest.crt",
+        f"--repo1-host-key-file={pki}/pgbackrest.key",
         "--output=json",
         "info",
     )

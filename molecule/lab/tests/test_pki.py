@@ -1,11 +1,14 @@
 """One key per identity, a renewed certificate loaded by every service in the same run,
 and no secret in a -vvv --diff log.
 
-The monitoring identity (roles/pki: monitoring.key, group mdus-monitoring) is all the
-prometheus user can read; the repository refuses its certificate. Then site.yml with
-pki_force_renew=true -vvv --diff: each service presents the new serial on the wire
-(openssl s_client), the primary was reloaded, not restarted, and the log (with files that
-carry secrets rewritten under --diff) holds none of the lab's generated secrets.
+Every service has its own key (roles/pki): host.key (PostgreSQL), pgbackrest.key,
+pgbouncer.key (PgBouncer runs as its own user), monitoring.key; each OS user reads only
+its own (tests/integration/hardening.py on the database hosts, here on the repository
+and monitoring hosts), and the repository refuses every certificate but pgBackRest's.
+Then site.yml with pki_force_renew=true -vvv --diff: each service presents the new
+serial on the wire (openssl s_client), the primary was reloaded, not restarted, and the
+log (with files that carry secrets rewritten under --diff) holds none of the lab's
+generated secrets.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ PRIMARY, REPLICA, REPO, MON = "mdus-lab-pg1", "mdus-lab-pg2", "mdus-lab-repo", "
 # (host, port, openssl -starttls protocol or "", certificate file the service presents)
 SERVICES = [
     (PRIMARY, 5432, "postgres", "host"),  # PostgreSQL
-    (PRIMARY, 6432, "postgres", "host"),  # PgBouncer
+    (PRIMARY, 6432, "postgres", "pgbouncer"),  # PgBouncer
     (REPLICA, 5432, "postgres", "host"),
-    (REPO, 8432, "", "host"),  # pgBackRest TLS server
-    (PRIMARY, 8432, "", "host"),
+    (REPO, 8432, "", "pgbackrest"),  # pgBackRest TLS server
+    (PRIMARY, 8432, "", "pgbackrest"),
     (PRIMARY, 9100, "", "monitoring"),  # node exporter
     (PRIMARY, 9187, "", "monitoring"),  # PostgreSQL exporter
     (MON, 9090, "", "monitoring"),  # Prometheus
@@ -86,23 +89,48 @@ def test_prometheus_reads_its_own_key_only(name: str) -> None:
     assert f"CN = monitoring@{name}" in subject, subject
 
 
-def test_repository_refuses_the_monitoring_certificate() -> None:
-    """A pgBackRest request from a database host with the monitoring identity is refused
-    by the repository host (its tls-server-auth names database hosts by CN)."""
+def repo1_info(identity: str) -> dict[str, Any]:
+    """pgBackRest info from the primary, presenting the certificate of an identity."""
     primary = node(PRIMARY)
     # pgBackRest wants a key of mode 0600 when root runs it: a private copy for the test
-    key = "/root/monitoring-test.key"
-    assert primary.run(f"install -m 0600 {PKI_DIR}/monitoring.key {key}").rc == 0
+    key = f"/root/{identity}-test.key"
+    assert primary.run(f"install -m 0600 {PKI_DIR}/{identity}.key {key}").rc == 0
     try:
         cmd = primary.run(
             "pgbackrest --stanza=mdus --log-level-file=off --output=json "
-            f"--repo1-host-cert-file={PKI_DIR}/monitoring.crt --repo1-host-key-file={key} info"
+            f"--repo1-host-cert-file={PKI_DIR}/{identity}.crt --repo1-host-key-file={key} info"
         )
     finally:
         primary.run(f"rm -f {key}")
-    repo1 = next(r for r in json.loads(cmd.stdout)[0]["repo"] if r["key"] == 1)
-    assert repo1["status"]["code"] == 99, repo1
-    assert "access denied" in repo1["status"]["message"], repo1
+    return next(r for r in json.loads(cmd.stdout)[0]["repo"] if r["key"] == 1)
+
+
+@pytest.mark.parametrize("identity", ["monitoring", "host", "pgbouncer"])
+def test_repository_refuses_every_certificate_but_pgbackrests(identity: str) -> None:
+    """A pgBackRest request from a database host with the exporters', PostgreSQL's or
+    PgBouncer's certificate is refused by the repository host (its tls-server-auth names
+    pgBackRest's CNs); the same request with pgBackRest's own certificate is served."""
+    refused = repo1_info(identity)
+    assert refused["status"]["code"] == 99, refused
+    assert "access denied" in refused["status"]["message"], refused
+    served = repo1_info("pgbackrest")
+    assert served["status"]["code"] == 0, served
+
+
+@pytest.mark.parametrize("name", [REPO, MON])
+def test_other_hosts_keys_are_their_services_own(name: str) -> None:
+    """On the repository host pgBackRest's user (postgres) reads pgbackrest.key but not
+    host.key (no PostgreSQL runs there); the monitoring host has no pgBouncer key."""
+    host = node(name)
+    keys = set(host.run(f"ls {PKI_DIR}").stdout.split())
+    assert "pgbouncer.key" not in keys, keys
+    assert ("pgbackrest.key" in keys) == (name == REPO), keys
+    if name == REPO:
+        assert "ssl-cert" not in host.run("id -nG postgres").stdout.split()
+        assert host.run(f"runuser -u postgres -- test -r {PKI_DIR}/pgbackrest.key").rc == 0
+        assert host.run(f"runuser -u postgres -- test -r {PKI_DIR}/host.key").rc != 0
+        subject = host.run(f"openssl x509 -noout -subject -in {PKI_DIR}/pgbackrest.crt").stdout
+        assert f"CN = pgbackrest@{name}" in subject, subject
 
 
 def test_forced_renewal_reaches_every_service_without_a_restart() -> None:
@@ -114,7 +142,11 @@ def test_forced_renewal_reaches_every_service_without_a_restart() -> None:
     for name, path in DRIFT:
         assert node(name).run(f"echo '# drift' >> {path}").rc == 0
     clock = time.monotonic()
-    run = molecule_playbook("site.yml", {"pki_force_renew": True}, options=("-vvv", "--diff"))
+    # Ansible's own strategy: it logs every command line (with a task's environment) at
+    # -vvv, where Mitogen passes them in-process, so a secret leaks there first.
+    run = molecule_playbook(
+        "site.yml", {"pki_force_renew": True}, options=("-vvv", "--diff"), strategy="linear"
+    )
     seconds = time.monotonic() - clock
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]

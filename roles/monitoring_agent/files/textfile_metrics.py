@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     bouncer = sub.add_parser("pgbouncer", help="pool use from PgBouncer's admin console")
     bouncer.add_argument(
         "--dsn",
-        default="host=/var/run/postgresql port=6432 dbname=pgbouncer",
+        default="host=/run/pgbouncer port=6432 dbname=pgbouncer",
         help="libpq connection string of the admin console",
     )
     certs = sub.add_parser("certs", help="expiry of PEM certificates")

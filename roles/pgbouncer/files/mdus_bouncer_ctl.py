@@ -25,8 +25,31 @@ import subprocess
 import sys
 from typing import Any
 
-PORT = os.environ.get("MDUS_BOUNCER_PORT", "6432")
-SOCKET = os.environ.get("MDUS_BOUNCER_SOCKET", "/var/run/postgresql")
+INI = "/etc/pgbouncer/pgbouncer.ini"
+
+
+def ini_setting(name: str, default: str, path: str = INI) -> str:
+    """A [pgbouncer] setting of PgBouncer's own configuration (readable by root), so the
+    socket and port are the ones PgBouncer uses; the default when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as ini:
+            text = ini.read()
+    except OSError:
+        return default
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == "pgbouncer" and "=" in line and not line.startswith((";", "#")):
+            key, _, value = line.partition("=")
+            if key.strip() == name:
+                return value.strip()
+    return default
+
+
+PORT = os.environ.get("MDUS_BOUNCER_PORT") or ini_setting("listen_port", "6432")
+SOCKET = os.environ.get("MDUS_BOUNCER_SOCKET") or ini_setting("unix_socket_dir", "/run/pgbouncer")
 
 
 def console(command: str, timeout: float = 10) -> list[dict[str, str]]:

@@ -1,7 +1,7 @@
 """Filter of the pgbouncer role: can PgBouncer's lookup role log in to a database host?
 
-PgBouncer logs in to PostgreSQL as ``pgbouncer_auth_user`` with its host's TLS client
-certificate (CN = the PgBouncer host's inventory name) to run the auth_query. That works
+PgBouncer logs in to PostgreSQL as ``pgbouncer_auth_user`` with its own TLS client
+certificate (CN ``pgbouncer_tls_cn``, pgbouncer@<inventory name>) to run the auth_query. That works
 only when the database host's pg_hba (``postgresql_hba_entries``) sends that user to
 ``cert`` with an ident map, and the map (``postgresql_ident_entries``) turns the
 certificate's CN into the lookup role. Without them every client login through PgBouncer
@@ -57,12 +57,12 @@ def pgbouncer_auth_errors(
     ident: Sequence[Mapping[str, Any]],
     *,
     target: str,
-    pgbouncer_host: str,
+    pgbouncer_cn: str,
     auth_user: str,
     dbnames: Sequence[str],
 ) -> list[str]:
-    """Why PgBouncer on ``pgbouncer_host`` cannot log in to ``target`` as ``auth_user``
-    for each of ``dbnames``, given ``target``'s pg_hba and pg_ident entries."""
+    """Why PgBouncer with certificate CN ``pgbouncer_cn`` cannot log in to ``target`` as
+    ``auth_user`` for each of ``dbnames``, given ``target``'s pg_hba and pg_ident entries."""
     example = (
         f"{{type: hostssl, database: all, user: {auth_user}, address: <the PgBouncer hosts' "
         "network>, method: cert, options: map=pgbouncer}"
@@ -86,7 +86,7 @@ def pgbouncer_auth_errors(
         elif not _MAP.search(str(line.get("options", ""))):
             errors.append(
                 f"the postgresql_hba_entries cert line of {target} for {auth_user} has no "
-                f"ident map (the certificate's CN is the host name, not {auth_user}): add "
+                f"ident map (PgBouncer's certificate CN is not {auth_user}): add "
                 "options: map=pgbouncer"
             )
         else:
@@ -95,10 +95,10 @@ def pgbouncer_auth_errors(
                 maps.append(name)
     errors.extend(
         f"postgresql_ident_entries of {target} does not map PgBouncer's certificate (CN "
-        f"{pgbouncer_host}) to {auth_user} in map {name}: add {{map: {name}, system_user: "
-        f"{pgbouncer_host}, db_user: {auth_user}}} (one line per PgBouncer host)"
+        f"{pgbouncer_cn}) to {auth_user} in map {name}: add {{map: {name}, system_user: "
+        f"{pgbouncer_cn}, db_user: {auth_user}}} (one line per PgBouncer host)"
         for name in maps
-        if not _ident_maps(ident, name, pgbouncer_host, auth_user)
+        if not _ident_maps(ident, name, pgbouncer_cn, auth_user)
     )
     return errors
 
