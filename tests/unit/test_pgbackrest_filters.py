@@ -168,6 +168,7 @@ def _inputs(**changes: object) -> dict[str, object]:
         "pg_path": "/var/lib/postgresql/15/main",
         "pg_port": 5432,
         "pg_socket_path": "/var/run/postgresql",
+        "db_pg": {},
         "global_options": {},
         "stanza_options": {},
         "command_options": {},
@@ -272,6 +273,20 @@ def test_tls_server_auth_admits_the_peers_pgbackrest_cns_for_the_stanza_only() -
     db = pgbr.pgbackrest_config(_inputs(repository=False, tls_cn_prefix=""))
     assert db["global"]["tls-server-auth"] == {"repo1": "mdus"}  # CN = host name
     assert "tls-server-auth=repo1=mdus\n" in pgbr.pgbackrest_ini(db)
+
+
+def test_each_database_host_keeps_its_own_location() -> None:
+    """A database host whose inventory sets its own data directory and port is reached
+    there by the repository host; the others keep the role's values."""
+    config = pgbr.pgbackrest_config(
+        _inputs(db_pg={"db2": {"path": "/srv/pg", "port": "5433"}, "db1": {}})
+    )
+    stanza = config["mdus"]
+    assert (stanza["pg1-path"], stanza["pg1-port"]) == ("/var/lib/postgresql/15/main", 5432)
+    assert (stanza["pg2-path"], stanza["pg2-port"]) == ("/srv/pg", 5433)
+    assert stanza["pg2-socket-path"] == "/var/run/postgresql"
+    with pytest.raises(ValueError, match=r"db_pg\[db1\] has unknown keys \['pgdata'\]"):
+        pgbr.pgbackrest_config(_inputs(db_pg={"db1": {"pgdata": "/x"}}))
 
 
 def test_option_overrides_win_in_place_and_new_options_come_last() -> None:

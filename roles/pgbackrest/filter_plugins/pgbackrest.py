@@ -237,6 +237,9 @@ class ConfigInputs:
     pg_path: str
     pg_port: int
     pg_socket_path: str
+    # database host -> its own path/port/socket-path where its inventory sets them (the
+    # repository host's pgN); the others get pg_path, pg_port, pg_socket_path
+    db_pg: Mapping[str, Any]
     global_options: Mapping[str, Any]
     stanza_options: Mapping[str, Any]
     command_options: Mapping[str, Any]
@@ -258,6 +261,17 @@ class ConfigInputs:
             value = settings[field.name]
             values[field.name] = coerce(field.name, value) if coerce else value
         return cls(**values)
+
+
+def _db_pg(db_pg: Mapping[str, Any], host: str) -> dict[str, Any]:
+    """A database host's own PostgreSQL location (path, port, socket-path) as given."""
+    own = dict(_as_mapping(f"db_pg[{host}]", db_pg.get(host) or {}))
+    unknown = sorted(set(own) - {"path", "port", "socket-path"})
+    if unknown:
+        raise ValueError(f"pgbackrest_config: db_pg[{host}] has unknown keys {unknown}")
+    if "port" in own:
+        own["port"] = _as_int(f"db_pg[{host}].port", own["port"])
+    return own
 
 
 def pgbackrest_command_sections(command_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -309,7 +323,9 @@ def pgbackrest_config(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if len(repos) > 1:
             own["repo2-retention-full"] = s.repo2_retention_full
         pg = {"path": s.pg_path, "port": s.pg_port, "socket-path": s.pg_socket_path}
-        stanza = pgbackrest_indexed([{"host": host} for host in s.db_hosts], "pg", to_peer | pg)
+        stanza = pgbackrest_indexed(
+            [{"host": host} | to_peer | pg | _db_pg(s.db_pg, host) for host in s.db_hosts], "pg"
+        )
     else:
         own = {
             "archive-async": s.archive_async,
