@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import fields
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.modload import load_module
@@ -134,3 +138,275 @@ def test_allowed_table_types_are_known() -> None:
     for name, spec in ALLOWED.items():
         kind = spec["type"] if isinstance(spec, dict) else spec
         assert kind in pgbr._CHECKS, name
+
+
+def _inputs(**changes: object) -> dict[str, object]:
+    """The role's defaults for a two-host cluster, seen from the repository host."""
+    inputs: dict[str, object] = {
+        "repository": True,
+        "repo_host": "repo1",
+        "db_hosts": ["db1", "db2"],
+        "repo_paths": ["/var/lib/pgbackrest"],
+        "log_path": "/var/log/pgbackrest",
+        "stanza": "mdus",
+        "process_max": 2,
+        "compress_type": "zst",
+        "compress_level": 3,
+        "tls_port": 8432,
+        "tls_ca_file": "/pki/ca.crt",
+        "tls_cert_file": "/pki/pgbackrest.crt",
+        "tls_key_file": "/pki/pgbackrest.key",
+        "tls_cn_prefix": "pgbackrest@",
+        "cipher_type": "aes-256-cbc",
+        "retention_full": 2,
+        "retention_diff": 7,
+        "repo2_retention_full": 3,
+        "start_fast": True,
+        "backup_standby": False,
+        "archive_async": True,
+        "spool_path": "/var/spool/pgbackrest",
+        "pg_path": "/var/lib/postgresql/15/main",
+        "pg_port": 5432,
+        "pg_socket_path": "/var/run/postgresql",
+        "db_pg": {},
+        "global_options": {},
+        "stanza_options": {},
+        "command_options": {},
+    }
+    inputs.update(changes)
+    return inputs
+
+
+COMMON = {
+    "log-level-console": "warn",
+    "log-level-file": "info",
+    "log-path": "/var/log/pgbackrest",
+    "process-max": 2,
+    "compress-type": "zst",
+    "compress-level": 3,
+    "tls-server-address": "*",
+    "tls-server-port": 8432,
+    "tls-server-ca-file": "/pki/ca.crt",
+    "tls-server-cert-file": "/pki/pgbackrest.crt",
+    "tls-server-key-file": "/pki/pgbackrest.key",
+}
+TO_PEER = {
+    "host-type": "tls",
+    "host-port": 8432,
+    "host-ca-file": "/pki/ca.crt",
+    "host-cert-file": "/pki/pgbackrest.crt",
+    "host-key-file": "/pki/pgbackrest.key",
+}
+
+
+def test_config_of_the_repository_host() -> None:
+    config = pgbr.pgbackrest_config(_inputs())
+    pg = {"path": "/var/lib/postgresql/15/main", "port": 5432, "socket-path": "/var/run/postgresql"}
+    assert config == {
+        "global": COMMON
+        | {
+            "repo1-path": "/var/lib/pgbackrest",
+            "repo1-cipher-type": "aes-256-cbc",
+            "repo1-retention-full": 2,
+            "repo1-retention-diff": 7,
+            "start-fast": True,
+            "backup-standby": False,
+            "tls-server-auth": {"pgbackrest@db1": "mdus", "pgbackrest@db2": "mdus"},
+        },
+        "mdus": pgbr.pgbackrest_indexed([{"host": "db1"}, {"host": "db2"}], "pg", TO_PEER | pg),
+    }
+    # option order is file order: the common options first, pg1 before pg2
+    assert list(config["global"])[:3] == ["log-level-console", "log-level-file", "log-path"]
+    assert list(config["mdus"])[:2] == ["pg1-host", "pg1-host-type"]
+    assert list(config["mdus"])[8:10] == ["pg1-socket-path", "pg2-host"]
+    assert pgbr.pgbackrest_config_errors(config, ALLOWED) == []
+
+
+def test_config_of_a_database_host() -> None:
+    config = pgbr.pgbackrest_config(_inputs(repository=False))
+    assert config == {
+        "global": COMMON
+        | {
+            "archive-async": True,
+            "spool-path": "/var/spool/pgbackrest",
+            "tls-server-auth": {"pgbackrest@repo1": "mdus"},
+            "repo1-path": "/var/lib/pgbackrest",
+            "repo1-host": "repo1",
+        }
+        | {f"repo1-{name}": value for name, value in TO_PEER.items()},
+        "mdus": {
+            "pg1-path": "/var/lib/postgresql/15/main",
+            "pg1-port": 5432,
+            "pg1-socket-path": "/var/run/postgresql",
+        },
+    }
+    assert "repo1-cipher-type" not in config["global"]  # the passphrase side is the repository's
+    assert pgbr.pgbackrest_config_errors(config, ALLOWED) == []
+
+
+def test_repo2_on_both_sides() -> None:
+    paths = ["/var/lib/pgbackrest", "/mnt/dr/pgbackrest"]
+    repo = pgbr.pgbackrest_config(_inputs(repo_paths=paths))["global"]
+    assert repo["repo2-path"] == "/mnt/dr/pgbackrest"
+    assert repo["repo2-cipher-type"] == "aes-256-cbc"
+    assert repo["repo2-retention-full"] == 3
+    assert list(repo).index("repo2-cipher-type") < list(repo).index("repo1-retention-full")
+    db = pgbr.pgbackrest_config(_inputs(repository=False, repo_paths=paths))["global"]
+    assert db["repo2-path"] == "/mnt/dr/pgbackrest"
+    assert db["repo2-host"] == "repo1"
+    assert db["repo2-host-port"] == 8432
+    assert "repo2-retention-full" not in db
+    # without repo2 nothing of it appears, not even its retention
+    single = pgbr.pgbackrest_config(_inputs())["global"]
+    assert not [option for option in single if option.startswith("repo2-")]
+
+
+def test_cipher_type_none_is_written_out() -> None:
+    config = pgbr.pgbackrest_config(_inputs(cipher_type="none"))
+    assert config["global"]["repo1-cipher-type"] == "none"
+    assert "repo1-cipher-type=none\n" in pgbr.pgbackrest_ini(config)
+
+
+def test_tls_server_auth_admits_the_peers_pgbackrest_cns_for_the_stanza_only() -> None:
+    repo = pgbr.pgbackrest_config(_inputs(stanza="main"))
+    assert repo["global"]["tls-server-auth"] == {"pgbackrest@db1": "main", "pgbackrest@db2": "main"}
+    db = pgbr.pgbackrest_config(_inputs(repository=False, tls_cn_prefix=""))
+    assert db["global"]["tls-server-auth"] == {"repo1": "mdus"}  # CN = host name
+    assert "tls-server-auth=repo1=mdus\n" in pgbr.pgbackrest_ini(db)
+
+
+def test_each_database_host_keeps_its_own_location() -> None:
+    """A database host whose inventory sets its own data directory and port is reached
+    there by the repository host; the others keep the role's values."""
+    config = pgbr.pgbackrest_config(
+        _inputs(db_pg={"db2": {"path": "/srv/pg", "port": "5433"}, "db1": {}})
+    )
+    stanza = config["mdus"]
+    assert (stanza["pg1-path"], stanza["pg1-port"]) == ("/var/lib/postgresql/15/main", 5432)
+    assert (stanza["pg2-path"], stanza["pg2-port"]) == ("/srv/pg", 5433)
+    assert stanza["pg2-socket-path"] == "/var/run/postgresql"
+    with pytest.raises(ValueError, match=r"db_pg\[db1\] has unknown keys \['pgdata'\]"):
+        pgbr.pgbackrest_config(_inputs(db_pg={"db1": {"pgdata": "/x"}}))
+
+
+def test_option_overrides_win_in_place_and_new_options_come_last() -> None:
+    config = pgbr.pgbackrest_config(
+        _inputs(
+            global_options={
+                "log-level-file": "detail",
+                "tls-server-auth": {"x": "y"},
+                "delta": True,
+            },
+            stanza_options={"pg2-port": 5433, "recovery-option": {"a": "b"}},
+        )
+    )
+    options = list(config["global"])
+    assert config["global"]["log-level-file"] == "detail"
+    assert options.index("log-level-file") == 1
+    assert config["global"]["tls-server-auth"] == {"x": "y"}  # replaced, not merged
+    assert options[-1] == "delta"
+    assert config["mdus"]["pg2-port"] == 5433
+    assert list(config["mdus"])[-1] == "recovery-option"
+
+
+def test_command_options_become_global_command_sections() -> None:
+    commands = {"archive-push": {"process-max": 4}, "backup": {"start-fast": False}}
+    config = pgbr.pgbackrest_config(_inputs(command_options=commands))
+    assert list(config) == ["global", "mdus", "global:archive-push", "global:backup"]
+    assert config["global:archive-push"] == {"process-max": 4}
+    assert pgbr.pgbackrest_command_sections(commands) == {
+        "global:archive-push": {"process-max": 4},
+        "global:backup": {"start-fast": False},
+    }
+    assert pgbr.pgbackrest_command_sections({}) == {}
+
+
+def test_inputs_given_as_strings_are_turned_into_their_types() -> None:
+    config = pgbr.pgbackrest_config(
+        _inputs(repository="True", tls_port="9432", start_fast="no", backup_standby="yes")
+    )
+    assert config["global"]["tls-server-port"] == 9432
+    assert config["mdus"]["pg1-host-port"] == 9432
+    assert config["global"]["start-fast"] is False
+    assert config["global"]["backup-standby"] is True
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tls_port": "84x2"}, "tls_port must be an integer, got '84x2'"),
+        ({"pg_port": float("inf")}, "pg_port must be an integer, got inf"),
+        ({"process_max": True}, "process_max must be an integer, got True"),
+        ({"start_fast": "maybe"}, "start_fast must be a boolean, got 'maybe'"),
+        ({"archive_async": None}, "archive_async must be a boolean, got None"),
+        ({"global_options": []}, "global_options must be a mapping, got list"),
+        ({"db_hosts": "db1"}, "db_hosts must be a list, got str"),
+        ({"stanz": "x"}, "unknown inputs ['stanz']"),
+    ],
+)
+def test_bad_inputs_are_refused_by_name(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pgbr.pgbackrest_config(_inputs(**changes))
+
+
+def test_missing_input_is_named() -> None:
+    inputs = _inputs()
+    del inputs["pg_port"]
+    with pytest.raises(ValueError, match=re.escape("missing inputs ['pg_port']")):
+        pgbr.pgbackrest_config(inputs)
+
+
+def test_role_passes_exactly_the_filters_inputs() -> None:
+    expression = yaml.safe_load((ROLE / "vars/main.yml").read_text())["__pgbackrest_config"]
+    passed = re.findall(r"'([a-z0-9_]+)':", expression)
+    assert sorted(passed) == sorted(field.name for field in fields(pgbr.ConfigInputs))
+    assert expression.rstrip().endswith("| pgbackrest_config }}")
+
+
+INFO = (Path(__file__).parent / "data/pgbackrest_info.json").read_text()
+
+
+def test_info_status_of_a_healthy_stanza() -> None:
+    assert pgbr.pgbackrest_info_status(INFO, "", 0) == {"code": 0, "message": "ok ok", "backups": 3}
+
+
+def test_info_status_carries_every_repositorys_message() -> None:
+    answer = [
+        {
+            "name": "mdus",
+            "status": {"code": 99, "message": "other"},
+            "repo": [
+                {"key": 1, "status": {"code": 0, "message": "ok"}},
+                {"key": 2, "status": {"code": 99, "message": "[FormatError] cannot decrypt"}},
+            ],
+        }
+    ]
+    status = pgbr.pgbackrest_info_status("\n " + json.dumps(answer), "", 0)
+    assert status == {"code": 99, "message": "other ok [FormatError] cannot decrypt", "backups": 0}
+
+
+def test_info_status_of_a_missing_stanza() -> None:
+    answer = [{"name": "mdus", "status": {"code": 1, "message": "missing stanza path"}}]
+    assert pgbr.pgbackrest_info_status(json.dumps(answer)) == {
+        "code": 1,
+        "message": "missing stanza path",
+        "backups": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "rc", "message"),
+    [
+        (INFO, "ERROR: [058]: TLS error\n", 58, "ERROR: [058]: TLS error"),  # rc wins over stdout
+        ("", "ERROR: [037]: no stanza\n", 0, "ERROR: [037]: no stanza"),
+        ("not json", "", 0, "no answer"),
+        ("[{broken", "", 0, "no answer"),
+        ("[]", "", 0, "no answer"),
+    ],
+)
+def test_info_status_without_a_json_answer(stdout: str, stderr: str, rc: int, message: str) -> None:
+    assert pgbr.pgbackrest_info_status(stdout, stderr, rc) == {
+        "code": -1,
+        "message": message,
+        "backups": 0,
+    }

@@ -1,4 +1,4 @@
-"""Filters of the pgbackrest role: validate a pgbackrest.conf structure, render it as INI.
+"""Filters of the pgbackrest role: build, validate and render pgbackrest.conf; read `info`.
 
 The configuration is a mapping of section name to options, for example::
 
@@ -6,18 +6,23 @@ The configuration is a mapping of section name to options, for example::
      "global:archive-push": {"process-max": 2},
      "mdus": {"pg1-path": "/var/lib/postgresql/15/main"}}
 
-Option names are checked against a table of allowed names and types (vars/main.yml of
-the role); indexed names (repo2-path, pg3-host) are checked as their base name.
+pgbackrest_config builds it for one host from the role's variables; option names are
+checked against a table of allowed names and types (vars/main.yml of the role), indexed
+names (repo2-path, pg3-host) as their base name; pgbackrest_ini renders it.
+pgbackrest_info_status reads the answer of `pgbackrest --output=json info`.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 _INDEXED = re.compile(r"^(repo|pg)[0-9]+-")
 _SECTION = re.compile(r"^[A-Za-z0-9_.-]+(:[a-z-]+)?$")
+_JSON_LIST = re.compile(r"^\s*\[")
 _SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*(b|kb|kib|mb|mib|gb|gib|tb|tib|pb|pib)?$", re.I)
 
 
@@ -158,12 +163,220 @@ def pgbackrest_indexed(
     return out
 
 
+# Values the bool filter of Ansible 2.19 accepts (lower-cased); anything else is refused.
+_TRUE = {"yes", "on", "true", "1"}
+_FALSE = {"no", "off", "false", "0"}
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    text = str(value).lower() if isinstance(value, (str, int)) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"pgbackrest_config: {name} must be a boolean, got {value!r}")
+
+
+def _as_int(name: str, value: Any) -> int:
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            return int(value)
+        except (ValueError, OverflowError):
+            pass
+    raise ValueError(f"pgbackrest_config: {name} must be an integer, got {value!r}")
+
+
+def _as_mapping(name: str, value: Any) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return value
+    raise ValueError(f"pgbackrest_config: {name} must be a mapping, got {type(value).__name__}")
+
+
+def _as_list(name: str, value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    raise ValueError(f"pgbackrest_config: {name} must be a list, got {type(value).__name__}")
+
+
+# ConfigInputs' field types (annotations, as text) and how a value is turned into one.
+_COERCE: dict[str, Callable[[str, Any], Any]] = {
+    "bool": _as_bool,
+    "int": _as_int,
+    "Mapping[str, Any]": _as_mapping,
+    "list[str]": _as_list,
+}
+
+
+@dataclass(frozen=True)
+class ConfigInputs:
+    """The inputs of one host's pgbackrest.conf: the role variable pgbackrest_<name> for
+    every name below except the first five, which the role derives (vars/main.yml)."""
+
+    repository: bool  # this host is the repository host (else a database host)
+    repo_host: str  # inventory name of the repository host
+    db_hosts: list[str]  # database hosts, primary first: pg1, pg2, ... on the repository host
+    repo_paths: list[str]  # repo1's path, then repo2's when there is one
+    log_path: str
+    stanza: str
+    process_max: int
+    compress_type: str
+    compress_level: int
+    tls_port: int
+    tls_ca_file: str
+    tls_cert_file: str
+    tls_key_file: str
+    tls_cn_prefix: str  # a peer's certificate CN is this prefix + its inventory name
+    cipher_type: str
+    retention_full: int
+    retention_diff: int
+    repo2_retention_full: int
+    start_fast: bool
+    backup_standby: bool
+    archive_async: bool
+    spool_path: str
+    pg_path: str
+    pg_port: int
+    pg_socket_path: str
+    # database host -> its own path/port/socket-path where its inventory sets them (the
+    # repository host's pgN); the others get pg_path, pg_port, pg_socket_path
+    db_pg: Mapping[str, Any]
+    global_options: Mapping[str, Any]
+    stanza_options: Mapping[str, Any]
+    command_options: Mapping[str, Any]
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> ConfigInputs:
+        """Check every input is given (and no other), turn booleans and integers given as
+        strings ("yes", "8432") into their type; other strings are taken as they are."""
+        names = [field.name for field in fields(cls)]
+        missing = [name for name in names if name not in settings]
+        unknown = sorted(str(name) for name in settings if name not in names)
+        if missing or unknown:
+            raise ValueError(
+                f"pgbackrest_config: missing inputs {missing}, unknown inputs {unknown}"
+            )
+        values = {}
+        for field in fields(cls):
+            coerce = _COERCE.get(str(field.type))
+            value = settings[field.name]
+            values[field.name] = coerce(field.name, value) if coerce else value
+        return cls(**values)
+
+
+def _db_pg(db_pg: Mapping[str, Any], host: str) -> dict[str, Any]:
+    """A database host's own PostgreSQL location (path, port, socket-path) as given."""
+    own = dict(_as_mapping(f"db_pg[{host}]", db_pg.get(host) or {}))
+    unknown = sorted(set(own) - {"path", "port", "socket-path"})
+    if unknown:
+        raise ValueError(f"pgbackrest_config: db_pg[{host}] has unknown keys {unknown}")
+    if "port" in own:
+        own["port"] = _as_int(f"db_pg[{host}].port", own["port"])
+    return own
+
+
+def pgbackrest_command_sections(command_options: Mapping[str, Any]) -> dict[str, Any]:
+    """{"archive-push": {"process-max": 4}} gives {"global:archive-push": {"process-max": 4}}."""
+    options = _as_mapping("command_options", command_options)
+    return {f"global:{command}": values for command, values in options.items()}
+
+
+def pgbackrest_config(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The whole pgbackrest.conf of one host as a structure (render it with pgbackrest_ini).
+
+    settings maps every field of ConfigInputs to its value. [global] gets the options of
+    every host, then the repository host's (repositories, cipher type, retention, backup
+    options, tls-server-auth for every database host's CN) or a database host's (async
+    archiving, every repository through the repository host's TLS server, tls-server-auth
+    for the repository host's CN), then pgbackrest_global_options. The stanza section
+    gets every database host as pgN over TLS on the repository host, this host's
+    PostgreSQL as pg1 on a database host, then pgbackrest_stanza_options. Each command of
+    pgbackrest_command_options becomes a section global:<command>. Later options replace
+    earlier ones of the same name in place; new ones come last.
+    """
+    s = ConfigInputs.from_mapping(settings)
+    repos = [{"path": path} for path in s.repo_paths]
+    tls_files = {"ca-file": s.tls_ca_file, "cert-file": s.tls_cert_file, "key-file": s.tls_key_file}
+    to_peer = {"host-type": "tls", "host-port": s.tls_port}
+    to_peer.update({f"host-{name}": path for name, path in tls_files.items()})
+    common = {
+        "log-level-console": "warn",
+        "log-level-file": "info",
+        "log-path": s.log_path,
+        "process-max": s.process_max,
+        "compress-type": s.compress_type,
+        "compress-level": s.compress_level,
+        "tls-server-address": "*",
+        "tls-server-port": s.tls_port,
+    }
+    common.update({f"tls-server-{name}": path for name, path in tls_files.items()})
+    if s.repository:
+        own = pgbackrest_indexed(repos, "repo", {"cipher-type": s.cipher_type})
+        own.update(
+            {
+                "repo1-retention-full": s.retention_full,
+                "repo1-retention-diff": s.retention_diff,
+                "start-fast": s.start_fast,
+                "backup-standby": s.backup_standby,
+                "tls-server-auth": {f"{s.tls_cn_prefix}{host}": s.stanza for host in s.db_hosts},
+            }
+        )
+        if len(repos) > 1:
+            own["repo2-retention-full"] = s.repo2_retention_full
+        pg = {"path": s.pg_path, "port": s.pg_port, "socket-path": s.pg_socket_path}
+        stanza = pgbackrest_indexed(
+            [{"host": host} | to_peer | pg | _db_pg(s.db_pg, host) for host in s.db_hosts], "pg"
+        )
+    else:
+        own = {
+            "archive-async": s.archive_async,
+            "spool-path": s.spool_path,
+            "tls-server-auth": {f"{s.tls_cn_prefix}{s.repo_host}": s.stanza},
+        }
+        own.update(pgbackrest_indexed(repos, "repo", {"host": s.repo_host} | to_peer))
+        stanza = {"pg1-path": s.pg_path, "pg1-port": s.pg_port, "pg1-socket-path": s.pg_socket_path}
+    config = {
+        "global": common | own | dict(s.global_options),
+        s.stanza: stanza | dict(s.stanza_options),
+    }
+    config.update(pgbackrest_command_sections(s.command_options))
+    return config
+
+
+def pgbackrest_info_status(stdout: str, stderr: str = "", rc: int = 0) -> dict[str, Any]:
+    """What `pgbackrest --stanza=<stanza> --output=json info` answered, for one stanza.
+
+    Returns {"code": ..., "message": ..., "backups": ...}: pgBackRest's status code of the
+    stanza (0 ok, 1 missing stanza path, 2 no valid backups, 3 missing stanza data, ...),
+    its status message followed by each repository's (the detail of an error is there)
+    and the number of backups. Without a JSON answer (rc not 0, or no JSON list on
+    stdout) the code is -1 and the message is stderr.
+    """
+    if int(rc) == 0 and _JSON_LIST.match(stdout or ""):
+        try:
+            answer = json.loads(stdout)
+        except ValueError:
+            answer = None
+        if isinstance(answer, list) and answer and isinstance(answer[0], Mapping):
+            stanza = answer[0]
+            statuses = [stanza.get("status") or {}]
+            statuses += [repo.get("status") or {} for repo in stanza.get("repo") or []]
+            messages = [str(status["message"]) for status in statuses if status.get("message")]
+            return {
+                "code": int(statuses[0].get("code", -1)),
+                "message": " ".join(messages),
+                "backups": len(stanza.get("backup") or []),
+            }
+    return {"code": -1, "message": (stderr or "").strip() or "no answer", "backups": 0}
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
     def filters(self) -> dict[str, Any]:
         return {
+            "pgbackrest_command_sections": pgbackrest_command_sections,
+            "pgbackrest_config": pgbackrest_config,
             "pgbackrest_config_errors": pgbackrest_config_errors,
+            "pgbackrest_info_status": pgbackrest_info_status,
             "pgbackrest_ini": pgbackrest_ini,
-            "pgbackrest_indexed": pgbackrest_indexed,
         }
