@@ -4,21 +4,16 @@ wherever the pgbouncer role put it (pgbouncer_socket_dir, pgbouncer_listen_port)
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+from tests.modload import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _ctl() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "mdus_bouncer_ctl", REPO / "roles/pgbouncer/files/mdus_bouncer_ctl.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("mdus_bouncer_ctl", REPO / "roles/pgbouncer/files/mdus_bouncer_ctl.py")
 
 
 INI = """; managed
