@@ -1,7 +1,9 @@
 """Point-in-time recovery with playbooks/pitr.yml, run from the controller as an operator
 would: marker rows, a noted moment, a destructive change, then a side restore to that
 moment (repo1) and to a named restore point (repo2) on the replica host, read from the
-controller over TLS; the refusals. Runs last in the lab scenario (alphabetical order)."""
+controller over TLS; the refusals; last, the whole cluster back in place (a failed attempt
+that leaves it as it was, then one that succeeds). The files after this one (pki, rerun,
+restore check) run on the recovered cluster."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import time
 from typing import Any
 
 import psycopg
-from backup_helpers import REPLICA, switch_wal, wait_archived
+from backup_helpers import REPLICA, backups_in, info, switch_wal, wait_archived
 
-from tests.integration.clients import container_ip, lab_ca
+from tests.integration.clients import bouncer_dsn, container_ip, lab_ca
 from tests.integration.pglab import lab_secret, molecule_playbook, psql, recap
 
 PITR_DIR = "/var/lib/postgresql/mdus-pitr"
@@ -162,7 +164,11 @@ def test_pitr_refusals_leave_nothing_behind(replica: Any) -> None:
         ({}, "Give exactly one recovery target"),
         ({"pitr_target_time": "2026-12-02 10:00:00"}, "needs a date, a time and a time"),
         ({"pitr_target_time": "2000-01-01 00:00:00+00"}, "must lie between the end of the oldest"),
-        ({"pitr_target": "latest", "pitr_in_place": True}, "pitr_in_place is not automated yet"),
+        ({"pitr_target": "latest", "pitr_in_place": True}, "Confirm it with -e pitr_confirm=mdus"),
+        (
+            {"pitr_target": "latest", "pitr_in_place": True, "pitr_confirm": "main"},
+            "Confirm it with -e pitr_confirm=mdus",
+        ),
         ({"pitr_restore_point": "no_such_point"}, "restore point 'no_such_point' is not in"),
     ]
     for extra, message in cases:
@@ -171,3 +177,103 @@ def test_pitr_refusals_leave_nothing_behind(replica: Any) -> None:
         assert result.returncode != 0, (extra, output[-2000:])
         assert message in output, (extra, output[-3000:])
         assert not replica.file(PITR_DIR).exists, extra
+
+
+DATA = "/var/lib/postgresql/15/main"
+
+
+def timeline(host: Any) -> int:
+    return int(psql(host, "SELECT timeline_id FROM pg_control_checkpoint()"))
+
+
+def streaming(replica: Any, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = psql(replica, "SELECT status FROM pg_stat_wal_receiver", check=False)
+        if status == "streaming":
+            return status
+        time.sleep(2)
+    return status
+
+
+def aside_dirs(primary: Any) -> list[str]:
+    found = primary.run("ls -d %s.before-pitr-* 2>/dev/null", DATA).stdout.split()
+    return sorted(found)
+
+
+def through_bouncer(sql: str) -> list[tuple[Any, ...]]:
+    """A client's view: psycopg 3 through PgBouncer on the primary, verify-full."""
+    with psycopg.connect(bouncer_dsn("mdus-lab-pg1")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_failed_in_place_recovery_leaves_the_cluster_as_it_was(primary: Any, replica: Any) -> None:
+    psql(primary, "DROP TABLE IF EXISTS pitr_fail; CREATE TABLE pitr_fail (note text)")
+    psql(primary, "INSERT INTO pitr_fail VALUES ('kept')")
+    archived_now(primary)
+    before = (timeline(primary), aside_dirs(primary))
+    result = pitr(
+        pitr_restore_point="no_such_point_in_place", pitr_in_place=True, pitr_confirm="mdus"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "The cluster is as it was" in output, output[-3000:]
+    assert "restore point 'no_such_point_in_place' is not in" in output, output[-3000:]
+    assert (timeline(primary), aside_dirs(primary)) == before
+    assert psql(primary, "SELECT pg_is_in_recovery()") == "f"
+    assert psql(primary, "SELECT string_agg(note, ',') FROM pitr_fail") == "kept"
+    assert streaming(replica) == "streaming"
+    assert through_bouncer("SELECT 1") == [(1,)]  # PgBouncer resumed
+
+
+def test_in_place_recovery_takes_the_whole_cluster_back(
+    primary: Any, replica: Any, repo: Any
+) -> None:
+    psql(primary, "DROP TABLE IF EXISTS pitr_inplace; DROP TABLE IF EXISTS pitr_inplace_gone")
+    psql(
+        primary, "CREATE TABLE pitr_inplace (note text); INSERT INTO pitr_inplace VALUES ('before')"
+    )
+    psql(
+        primary, "CREATE TABLE pitr_inplace_gone (n int); INSERT INTO pitr_inplace_gone VALUES (7)"
+    )
+    time.sleep(1.1)
+    moment = psql(primary, "SELECT to_char(now(), 'YYYY-MM-DD HH24:MI:SS.US+00')")
+    time.sleep(1.1)
+    psql(primary, "INSERT INTO pitr_inplace VALUES ('after'); DROP TABLE pitr_inplace_gone")
+    archived_now(primary)
+    old_timeline = timeline(primary)
+
+    result = pitr(pitr_target_time=moment, pitr_in_place=True, pitr_confirm="mdus")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "recovered to time" in output and "replay_seconds" in output, output[-3000:]
+
+    # The primary is back at the moment, on a new timeline, writable.
+    assert psql(primary, "SELECT string_agg(note, ',') FROM pitr_inplace") == "before"
+    assert psql(primary, "SELECT n FROM pitr_inplace_gone") == "7"
+    assert psql(primary, "SELECT pg_is_in_recovery()") == "f"
+    assert timeline(primary) > old_timeline
+    settings = "SELECT count(*) FROM pg_file_settings WHERE name LIKE 'recovery_target%'"
+    assert psql(primary, settings) == "0"  # no target left for its next recovery
+    assert len(aside_dirs(primary)) == 1  # the data before the recovery, kept
+
+    # The replica was rebuilt and streams the new timeline; a write reaches it.
+    assert streaming(replica) == "streaming"
+    assert int(psql(replica, "SELECT received_tli FROM pg_stat_wal_receiver")) == timeline(primary)
+    psql(primary, "INSERT INTO pitr_inplace VALUES ('new timeline')")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if "new timeline" in psql(replica, "SELECT string_agg(note, ',') FROM pitr_inplace"):
+            break
+        time.sleep(1)
+    assert psql(replica, "SELECT string_agg(note, ',' ORDER BY note) FROM pitr_inplace") == (
+        "before,new timeline"
+    )
+
+    # Clients get through PgBouncer, and the new timeline has a backup and archives.
+    assert through_bouncer("SELECT count(*) FROM pg_stat_activity") != []
+    newest = backups_in(info(repo), 1)[-1]
+    assert newest["type"] == "full", newest
+    assert int(newest["archive"]["start"][:8], 16) == timeline(primary), newest
+    primary.run("rm -rf %s.before-pitr-*", DATA)
