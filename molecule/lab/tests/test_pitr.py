@@ -8,8 +8,10 @@ restore check) run on the recovered cluster."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -247,7 +249,13 @@ def test_in_place_recovery_takes_the_whole_cluster_back(
     result = pitr(pitr_target_time=moment, pitr_in_place=True, pitr_confirm="mdus")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "recovered to time" in output and "replay_seconds" in output, output[-3000:]
+    flat = " ".join(output.split())
+    assert f"recovered to time {moment}" in flat, output[-3000:]
+    found = re.search(r"report (\S+/pitr-\d+\.json)", flat)
+    assert found, output[-3000:]
+    report = json.loads(Path(found.group(1)).read_text())
+    for figure in ("restore_seconds", "replay_seconds", "writes_paused_seconds"):
+        assert float(report["extra"][figure]) > 0, report
 
     # The primary is back at the moment, on a new timeline, writable.
     assert psql(primary, "SELECT string_agg(note, ',') FROM pitr_inplace") == "before"
