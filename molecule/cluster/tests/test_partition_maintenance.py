@@ -17,11 +17,6 @@ testinfra_hosts = [PRIMARY]
 SERVICE = "mdus-partition-maintenance.service"
 
 
-@pytest.fixture(scope="module")
-def replica() -> Any:
-    return testinfra.get_host(f"docker://{REPLICA}")
-
-
 def run_once(host: Any) -> str:
     since = host.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     started = host.run("systemctl start %s", SERVICE)

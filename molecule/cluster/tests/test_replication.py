@@ -7,19 +7,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-import testinfra
-
 from tests.integration.pglab import CONF_DIR, molecule_playbook, psql
 
 PRIMARY = "mdus-cluster-pg1"
 REPLICA = "mdus-cluster-pg2"
 testinfra_hosts = [PRIMARY]
-
-
-@pytest.fixture(scope="module")
-def replica() -> Any:
-    return testinfra.get_host(f"docker://{REPLICA}")
 
 
 def test_replica_is_in_recovery(replica: Any) -> None:
