@@ -14,6 +14,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '[image] %s\n' "$*"; }
 
+# One build at a time: .ci/run starts a build in the background while lint and the unit
+# tests run; `make molecule` then waits here for it and finds the image present.
+exec 9>/tmp/mdus-build-image.lock
+flock 9
+
 if docker image inspect "$image" >/dev/null 2>&1; then
   log "$image present"
   exit 0

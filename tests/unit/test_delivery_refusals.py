@@ -100,6 +100,18 @@ def _monitoring(**variables: Any) -> dict[str, Any]:
     return {"case_role": "monitoring_server", **variables}
 
 
+def _repo2(name: str, **variables: Any) -> dict[str, Any]:
+    """A repository host of its own group, with a good passphrase and the given repo2 input."""
+    return {
+        "case_role": "pgbackrest",
+        "pgbackrest_repo_group": f"{name}_repo",
+        "pgbackrest_db_group": f"{name}_db",
+        "pgbackrest_cipher_pass": SECRET,
+        "pgbackrest_restore_check_enabled": False,
+        **variables,
+    }
+
+
 CASES: dict[str, dict[str, Any]] = {
     # PgBouncer's lookup role on the database hosts.
     "bnc_good": _bouncer("bnc_good", [CERT_LINE, APP_LINE], _ident("pgbouncer@bnc_good")),
@@ -176,6 +188,24 @@ CASES: dict[str, dict[str, Any]] = {
         "pgbackrest_cipher_pass": PLACEHOLDER,
         "pgbackrest_global_options": {"repo1-s3-key-secret": PLACEHOLDER},
     },
+    # repo2 (each case its own repository group, so the others' hosts do not count)
+    "pgbr_elsewhere": _repo2("pgbr_elsewhere", pgbackrest_repo2_host="nosuchhost"),
+    "pgbr_samepath": _repo2("pgbr_samepath", pgbackrest_repo2_path="/var/lib/pgbackrest"),
+    "pgbr_s3": _repo2(
+        "pgbr_s3", pgbackrest_repo2_path="/mdus", pgbackrest_repo2_s3={"bucket": "mdus-dr"}
+    ),
+    "pgbr_s3_keys": _repo2(
+        "pgbr_s3_keys",
+        pgbackrest_repo2_path="/mdus",
+        pgbackrest_repo2_s3={"bucket": "b", "endpoint": "e", "region": "r", "key": SECRET},
+    ),
+    "pgbr_s3_good": _repo2(
+        "pgbr_s3_good",
+        pgbackrest_repo2_path="/mdus",
+        pgbackrest_repo2_s3={"bucket": "b", "endpoint": "s3.example.org", "region": "eu"},
+        pgbackrest_repo2_s3_key="AKIA" + "X" * 16,
+        pgbackrest_repo2_s3_key_secret=SECRET,
+    ),
 }
 
 INVENTORY = {
@@ -190,6 +220,7 @@ INVENTORY = {
             "pair_primary": {"hosts": {"pair1": {}}},
             "pair_replicas": {"hosts": {"pair2": {}}},
             "pgbackrest_repo": {"hosts": {"pgbr": {}}},
+            **{f"{name}_repo": {"hosts": {name: {}}} for name in CASES if name.startswith("pgbr_")},
         },
     }
 }
@@ -251,6 +282,11 @@ EXPECTED: dict[str, list[str] | None] = {
         "pgbackrest_cipher_pass",
         "pgbackrest_global_options.repo1-s3-key-secret",
     ],
+    "pgbr_elsewhere": ["pgbackrest_repo2_host is nosuchhost", "not in inventory group"],
+    "pgbr_samepath": ["the same path as repo1", "/var/lib/pgbackrest-repo2"],
+    "pgbr_s3": ["needs bucket, endpoint and", "region", "pgbackrest_repo2_s3_key_secret"],
+    "pgbr_s3_keys": ["the keys never go into pgbackrest_repo2_s3 itself"],
+    "pgbr_s3_good": None,
 }
 
 FAILURE = re.compile(r"^(?:fatal|failed): \[([^\]]+)\]", re.M)

@@ -144,9 +144,9 @@ def _inputs(**changes: object) -> dict[str, object]:
     """The role's defaults for a two-host cluster, seen from the repository host."""
     inputs: dict[str, object] = {
         "repository": True,
-        "repo_host": "repo1",
+        "host": "repo1",
         "db_hosts": ["db1", "db2"],
-        "repo_paths": ["/var/lib/pgbackrest"],
+        "repos": [{"index": 1, "host": "repo1", "path": "/var/lib/pgbackrest"}],
         "log_path": "/var/log/pgbackrest",
         "stanza": "mdus",
         "process_max": 2,
@@ -223,7 +223,7 @@ def test_config_of_the_repository_host() -> None:
 
 
 def test_config_of_a_database_host() -> None:
-    config = pgbr.pgbackrest_config(_inputs(repository=False))
+    config = pgbr.pgbackrest_config(_inputs(repository=False, host="db1"))
     assert config == {
         "global": COMMON
         | {
@@ -244,21 +244,87 @@ def test_config_of_a_database_host() -> None:
     assert pgbr.pgbackrest_config_errors(config, ALLOWED) == []
 
 
+REPO2_HERE = [
+    {"index": 1, "host": "repo1", "path": "/var/lib/pgbackrest"},
+    {"index": 2, "host": "repo1", "path": "/mnt/dr/pgbackrest"},
+]
+
+
 def test_repo2_on_both_sides() -> None:
-    paths = ["/var/lib/pgbackrest", "/mnt/dr/pgbackrest"]
-    repo = pgbr.pgbackrest_config(_inputs(repo_paths=paths))["global"]
+    repo = pgbr.pgbackrest_config(_inputs(repos=REPO2_HERE))["global"]
     assert repo["repo2-path"] == "/mnt/dr/pgbackrest"
     assert repo["repo2-cipher-type"] == "aes-256-cbc"
     assert repo["repo2-retention-full"] == 3
     assert list(repo).index("repo2-cipher-type") < list(repo).index("repo1-retention-full")
-    db = pgbr.pgbackrest_config(_inputs(repository=False, repo_paths=paths))["global"]
+    db = pgbr.pgbackrest_config(_inputs(repository=False, host="db1", repos=REPO2_HERE))["global"]
     assert db["repo2-path"] == "/mnt/dr/pgbackrest"
     assert db["repo2-host"] == "repo1"
     assert db["repo2-host-port"] == 8432
     assert "repo2-retention-full" not in db
+    assert db["tls-server-auth"] == {"pgbackrest@repo1": "mdus"}
     # without repo2 nothing of it appears, not even its retention
     single = pgbr.pgbackrest_config(_inputs())["global"]
     assert not [option for option in single if option.startswith("repo2-")]
+
+
+REPO2_ELSEWHERE = [
+    {"index": 2, "host": "repo2", "path": "/var/lib/pgbackrest", "options": {}},
+    {"index": 1, "host": "repo1", "path": "/var/lib/pgbackrest"},
+]
+
+
+def test_repo2_on_a_second_repository_host() -> None:
+    first = pgbr.pgbackrest_config(_inputs(repos=REPO2_ELSEWHERE))["global"]
+    assert not [option for option in first if option.startswith("repo2-")]
+    assert first["repo1-retention-full"] == 2
+    second = pgbr.pgbackrest_config(_inputs(host="repo2", repos=REPO2_ELSEWHERE))
+    assert not [option for option in second["global"] if option.startswith("repo1-")]
+    assert second["global"]["repo2-path"] == "/var/lib/pgbackrest"
+    assert second["global"]["repo2-retention-full"] == 3
+    assert "repo1-retention-diff" not in second["global"]
+    # both repository hosts reach every database host and admit its certificate
+    assert second["mdus"]["pg2-host"] == "db2"
+    assert second["global"]["tls-server-auth"] == {
+        "pgbackrest@db1": "mdus",
+        "pgbackrest@db2": "mdus",
+    }
+    db = pgbr.pgbackrest_config(_inputs(repository=False, host="db1", repos=REPO2_ELSEWHERE))
+    assert (db["global"]["repo1-host"], db["global"]["repo2-host"]) == ("repo1", "repo2")
+    # the database host admits both repository hosts, each for the stanza only
+    assert db["global"]["tls-server-auth"] == {
+        "pgbackrest@repo1": "mdus",
+        "pgbackrest@repo2": "mdus",
+    }
+    assert list(db["global"]).index("repo1-path") < list(db["global"]).index("repo2-path")
+    assert pgbr.pgbackrest_config_errors(second, ALLOWED) == []
+    assert pgbr.pgbackrest_config_errors(db, ALLOWED) == []
+
+
+def test_repo2_in_an_object_store_is_written_on_its_repository_host_only() -> None:
+    s3 = {"type": "s3", "s3-bucket": "mdus-dr", "s3-endpoint": "s3.eu-west-1.amazonaws.com"}
+    repos = [REPO2_HERE[0], REPO2_HERE[1] | {"path": "/mdus", "options": s3}]
+    repo = pgbr.pgbackrest_config(_inputs(repos=repos))
+    assert repo["global"]["repo2-type"] == "s3"
+    assert repo["global"]["repo2-s3-bucket"] == "mdus-dr"
+    assert repo["global"]["repo2-path"] == "/mdus"
+    assert pgbr.pgbackrest_config_errors(repo, ALLOWED) == []
+    db = pgbr.pgbackrest_config(_inputs(repository=False, host="db1", repos=repos))["global"]
+    assert "repo2-type" not in db and db["repo2-host"] == "repo1"
+
+
+@pytest.mark.parametrize(
+    ("repos", "message"),
+    [
+        ([], "repos must be a non-empty list"),
+        ([{"index": 1, "path": "/x"}], "entries take index, host, path"),
+        ([{"index": 1, "host": "a", "path": "/x", "type": "s3"}], "entries take index"),
+        (REPO2_HERE[:1] * 2, "indexes must be distinct"),
+        ([REPO2_HERE[0] | {"index": 0}], "indexes must be distinct, 1-256"),
+    ],
+)
+def test_bad_repositories_are_refused(repos: list[object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pgbr.pgbackrest_config(_inputs(repos=repos))
 
 
 def test_cipher_type_none_is_written_out() -> None:
@@ -270,7 +336,7 @@ def test_cipher_type_none_is_written_out() -> None:
 def test_tls_server_auth_admits_the_peers_pgbackrest_cns_for_the_stanza_only() -> None:
     repo = pgbr.pgbackrest_config(_inputs(stanza="main"))
     assert repo["global"]["tls-server-auth"] == {"pgbackrest@db1": "main", "pgbackrest@db2": "main"}
-    db = pgbr.pgbackrest_config(_inputs(repository=False, tls_cn_prefix=""))
+    db = pgbr.pgbackrest_config(_inputs(repository=False, host="db1", tls_cn_prefix=""))
     assert db["global"]["tls-server-auth"] == {"repo1": "mdus"}  # CN = host name
     assert "tls-server-auth=repo1=mdus\n" in pgbr.pgbackrest_ini(db)
 

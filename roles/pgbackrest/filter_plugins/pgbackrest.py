@@ -198,12 +198,35 @@ def _as_list(name: str, value: Any) -> list[str]:
     raise ValueError(f"pgbackrest_config: {name} must be a list, got {type(value).__name__}")
 
 
+def _as_repos(name: str, value: Any) -> list[dict[str, Any]]:
+    """The repositories as given: each a mapping with index (1-256, each once), host, path
+    and optional options (a mapping of option names without the repoN- prefix)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"pgbackrest_config: {name} must be a non-empty list of repositories")
+    repos: list[dict[str, Any]] = []
+    for entry in value:
+        repo = dict(_as_mapping(name, entry))
+        unknown = sorted(set(repo) - {"index", "host", "path", "options"})
+        if unknown or not {"index", "host", "path"} <= set(repo):
+            raise ValueError(
+                f"pgbackrest_config: {name} entries take index, host, path and options, got {repo}"
+            )
+        repo["index"] = _as_int(f"{name}.index", repo["index"])
+        repo["options"] = dict(_as_mapping(f"{name}.options", repo.get("options") or {}))
+        repos.append(repo)
+    indexes = [repo["index"] for repo in repos]
+    if len(set(indexes)) != len(indexes) or not all(1 <= i <= 256 for i in indexes):
+        raise ValueError(f"pgbackrest_config: {name} indexes must be distinct, 1-256: {indexes}")
+    return sorted(repos, key=lambda repo: repo["index"])
+
+
 # ConfigInputs' field types (annotations, as text) and how a value is turned into one.
 _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "bool": _as_bool,
     "int": _as_int,
     "Mapping[str, Any]": _as_mapping,
     "list[str]": _as_list,
+    "list[Mapping[str, Any]]": _as_repos,
 }
 
 
@@ -212,10 +235,12 @@ class ConfigInputs:
     """The inputs of one host's pgbackrest.conf: the role variable pgbackrest_<name> for
     every name below except the first five, which the role derives (vars/main.yml)."""
 
-    repository: bool  # this host is the repository host (else a database host)
-    repo_host: str  # inventory name of the repository host
+    repository: bool  # this host is a repository host (else a database host)
+    host: str  # inventory name of this host
     db_hosts: list[str]  # database hosts, primary first: pg1, pg2, ... on the repository host
-    repo_paths: list[str]  # repo1's path, then repo2's when there is one
+    # every repository: {"index": 1, "host": <repository host>, "path": ..., "options": {}}
+    # (options: e.g. {"type": "s3", "s3-bucket": ...}, written on its repository host only)
+    repos: list[Mapping[str, Any]]
     log_path: str
     stanza: str
     process_max: int
@@ -284,17 +309,17 @@ def pgbackrest_config(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The whole pgbackrest.conf of one host as a structure (render it with pgbackrest_ini).
 
     settings maps every field of ConfigInputs to its value. [global] gets the options of
-    every host, then the repository host's (repositories, cipher type, retention, backup
-    options, tls-server-auth for every database host's CN) or a database host's (async
-    archiving, every repository through the repository host's TLS server, tls-server-auth
-    for the repository host's CN), then pgbackrest_global_options. The stanza section
-    gets every database host as pgN over TLS on the repository host, this host's
+    every host, then a repository host's (the repositories it holds, with their cipher
+    type, options and retention, backup options, tls-server-auth for every database
+    host's CN) or a database host's (async archiving, every repository through the TLS
+    server of the host that holds it, tls-server-auth for each repository host's CN), then
+    pgbackrest_global_options. The stanza section gets every database host as pgN over
+    TLS on a repository host, this host's
     PostgreSQL as pg1 on a database host, then pgbackrest_stanza_options. Each command of
     pgbackrest_command_options becomes a section global:<command>. Later options replace
     earlier ones of the same name in place; new ones come last.
     """
     s = ConfigInputs.from_mapping(settings)
-    repos = [{"path": path} for path in s.repo_paths]
     tls_files = {"ca-file": s.tls_ca_file, "cert-file": s.tls_cert_file, "key-file": s.tls_key_file}
     to_peer = {"host-type": "tls", "host-port": s.tls_port}
     to_peer.update({f"host-{name}": path for name, path in tls_files.items()})
@@ -309,30 +334,39 @@ def pgbackrest_config(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "tls-server-port": s.tls_port,
     }
     common.update({f"tls-server-{name}": path for name, path in tls_files.items()})
+    own: dict[str, Any] = {}
     if s.repository:
-        own = pgbackrest_indexed(repos, "repo", {"cipher-type": s.cipher_type})
+        for repo in (repo for repo in s.repos if repo["host"] == s.host):
+            n = repo["index"]
+            own.update({f"repo{n}-path": repo["path"], f"repo{n}-cipher-type": s.cipher_type})
+            own.update({f"repo{n}-{name}": value for name, value in repo["options"].items()})
+        for repo in (repo for repo in s.repos if repo["host"] == s.host):
+            n = repo["index"]
+            own[f"repo{n}-retention-full"] = s.retention_full if n == 1 else s.repo2_retention_full
+            if n == 1:
+                own["repo1-retention-diff"] = s.retention_diff
         own.update(
             {
-                "repo1-retention-full": s.retention_full,
-                "repo1-retention-diff": s.retention_diff,
                 "start-fast": s.start_fast,
                 "backup-standby": s.backup_standby,
                 "tls-server-auth": {f"{s.tls_cn_prefix}{host}": s.stanza for host in s.db_hosts},
             }
         )
-        if len(repos) > 1:
-            own["repo2-retention-full"] = s.repo2_retention_full
         pg = {"path": s.pg_path, "port": s.pg_port, "socket-path": s.pg_socket_path}
         stanza = pgbackrest_indexed(
             [{"host": host} | to_peer | pg | _db_pg(s.db_pg, host) for host in s.db_hosts], "pg"
         )
     else:
+        repo_hosts = list(dict.fromkeys(repo["host"] for repo in s.repos))
         own = {
             "archive-async": s.archive_async,
             "spool-path": s.spool_path,
-            "tls-server-auth": {f"{s.tls_cn_prefix}{s.repo_host}": s.stanza},
+            "tls-server-auth": {f"{s.tls_cn_prefix}{host}": s.stanza for host in repo_hosts},
         }
-        own.update(pgbackrest_indexed(repos, "repo", {"host": s.repo_host} | to_peer))
+        for repo in s.repos:
+            n = repo["index"]
+            own.update({f"repo{n}-path": repo["path"], f"repo{n}-host": repo["host"]})
+            own.update({f"repo{n}-{name}": value for name, value in to_peer.items()})
         stanza = {"pg1-path": s.pg_path, "pg1-port": s.pg_port, "pg1-socket-path": s.pg_socket_path}
     config = {
         "global": common | own | dict(s.global_options),

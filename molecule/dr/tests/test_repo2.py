@@ -1,0 +1,132 @@
+"""repo2 on a second repository host (another site): the primary archives into both
+repositories; with repo1's host stopped, playbooks/pitr.yml restores from repo2 alone and
+the rows written before are there; when repo1's host is back, archiving reaches both again.
+Runs after the drills, on whichever host is primary by then."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from typing import Any
+
+import testinfra
+
+from tests.integration.pglab import molecule_playbook, psql
+
+DB_HOSTS = ("mdus-dr-pg1", "mdus-dr-pg2", "mdus-dr-pg3")
+REPO, REPO2 = "mdus-dr-repo", "mdus-dr-repo2"
+PITR_DIR, PITR_PORT = "/var/lib/postgresql/mdus-pitr", "5499"
+testinfra_hosts = [DB_HOSTS[0]]
+
+
+def node(name: str) -> Any:
+    return testinfra.get_host(f"docker://{name}")
+
+
+def pgbackrest(name: str, *args: str) -> Any:
+    quoted = " ".join(shlex.quote(arg) for arg in args)
+    return node(name).run(f"runuser -u postgres -- pgbackrest --stanza=mdus {quoted}")
+
+
+def docker(*args: str) -> None:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def repo_keys(name: str) -> set[int]:
+    """The repositories a repository host answers for in `pgbackrest info`."""
+    cmd = pgbackrest(name, "--output=json", "info")
+    assert cmd.rc == 0, cmd.stderr
+    return {repo["key"] for repo in json.loads(cmd.stdout)[0]["repo"]}
+
+
+def test_each_repository_host_holds_its_own_repository() -> None:
+    assert repo_keys(REPO) == {1}
+    assert repo_keys(REPO2) == {2}
+    assert node(REPO2).service("pgbackrest-mdus-backup-full.timer").is_running
+    script = "/usr/local/sbin/mdus-pgbackrest-backup"
+    assert "for repo in 2; do" in node(REPO2).file(script).content_string
+    assert "for repo in 1; do" in node(REPO).file(script).content_string
+
+
+def test_the_two_hosts_backups_take_turns() -> None:
+    """Both repository hosts start a full backup at once (as their timers would):
+    pgBackRest runs one backup of the stanza at a time on the primary, so one waits for
+    the other (mdus-pgbackrest-backup retries on LockAcquireError) instead of failing."""
+    unit = "pgbackrest-mdus-backup@full.service"
+    for name in (REPO, REPO2):
+        assert node(name).run("systemctl start --no-block %s", unit).rc == 0
+    deadline = time.monotonic() + 300
+    states: list[str] = []
+    while time.monotonic() < deadline:
+        states = [
+            node(name).run("systemctl is-active %s", unit).stdout.strip() for name in (REPO, REPO2)
+        ]
+        if not {"active", "activating"} & set(states):
+            break
+        time.sleep(2)
+    assert states == ["inactive", "inactive"], states  # both done, neither failed
+    journals = "".join(node(name).run("journalctl -u %s", unit).stdout for name in (REPO, REPO2))
+    assert "retrying in" in journals, "the backups did not overlap: nothing shows one waited"
+
+
+def test_repo2_alone_restores_while_repo1s_host_is_stopped() -> None:
+    primary = next(h for h in DB_HOSTS if psql(node(h), "SELECT pg_is_in_recovery()") == "f")
+    side_host = next(h for h in DB_HOSTS if h != primary)
+    psql(node(primary), "DROP TABLE IF EXISTS repo2_marker", db="mdus_drill")
+    psql(node(primary), "CREATE TABLE repo2_marker (note text)", db="mdus_drill")
+    psql(node(primary), "INSERT INTO repo2_marker VALUES ('in both sites')", db="mdus_drill")
+    # check switches WAL and waits until the segment is archived in every repository
+    checked = pgbackrest(primary, "check")
+    assert checked.rc == 0, checked.stderr
+
+    docker("stop", REPO)
+    try:
+        # WAL written during the outage: repo2 takes it, repo1's failure is reported
+        failed = int(psql(node(primary), "SELECT failed_count FROM pg_stat_archiver"))
+        psql(node(primary), "INSERT INTO repo2_marker VALUES ('during')", db="mdus_drill")
+        during = psql(node(primary), "SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.monotonic() + 60
+        while (
+            int(psql(node(primary), "SELECT failed_count FROM pg_stat_archiver")) == failed
+            and time.monotonic() < deadline
+        ):
+            time.sleep(1)
+        assert int(psql(node(primary), "SELECT failed_count FROM pg_stat_archiver")) > failed, (
+            "archiving did not report repo1's host as failing"
+        )
+        clock = time.monotonic()
+        result = molecule_playbook(
+            "playbooks/pitr.yml", {"pitr_target": "latest", "pitr_repo": 2, "pitr_host": side_host}
+        )
+        seconds = time.monotonic() - clock
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        print(f"side restore from repo2 with repo1's host stopped: {seconds:.1f} s")
+        rows = node(side_host).run(
+            "runuser -u postgres -- psql -X -Atq -h %s -p %s -d mdus_drill -c %s",
+            PITR_DIR,
+            PITR_PORT,
+            "SELECT note FROM repo2_marker",
+        )
+        assert rows.rc == 0, rows.stderr
+        assert rows.stdout.strip() == "in both sites"
+    finally:
+        removed = molecule_playbook(
+            "playbooks/pitr.yml", {"pitr_remove": True, "pitr_host": side_host}
+        )
+        docker("start", REPO)
+    assert removed.returncode == 0, (removed.stdout + removed.stderr)[-3000:]
+
+    # repo1's host is back: the WAL written meanwhile reaches it, archiving to both again
+    deadline = time.monotonic() + 120
+    while (checked := pgbackrest(primary, "check")).rc != 0 and time.monotonic() < deadline:
+        time.sleep(3)
+    assert checked.rc == 0, checked.stderr
+    for name, path in ((REPO, "/var/lib/pgbackrest"), (REPO2, "/var/lib/pgbackrest-repo2")):
+        found = node(name).run("find %s/archive/mdus -name '%s-*'", path, during)
+        assert found.stdout.strip(), (
+            f"{during}, written while repo1's host was down, is not in {name}"
+        )
