@@ -336,22 +336,24 @@ def pgbackrest_config(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     common.update({f"tls-server-{name}": path for name, path in tls_files.items()})
     own: dict[str, Any] = {}
     if s.repository:
-        for repo in (repo for repo in s.repos if repo["host"] == s.host):
+        mine = [repo for repo in s.repos if repo["host"] == s.host]
+        for repo in mine:
             n = repo["index"]
-            own.update({f"repo{n}-path": repo["path"], f"repo{n}-cipher-type": s.cipher_type})
-            own.update({f"repo{n}-{name}": value for name, value in repo["options"].items()})
-        for repo in (repo for repo in s.repos if repo["host"] == s.host):
-            n = repo["index"]
-            own[f"repo{n}-retention-full"] = s.retention_full if n == 1 else s.repo2_retention_full
-            if n == 1:
-                own["repo1-retention-diff"] = s.retention_diff
-        own.update(
-            {
-                "start-fast": s.start_fast,
-                "backup-standby": s.backup_standby,
-                "tls-server-auth": {f"{s.tls_cn_prefix}{host}": s.stanza for host in s.db_hosts},
+            own |= {f"repo{n}-path": repo["path"], f"repo{n}-cipher-type": s.cipher_type}
+            own |= {f"repo{n}-{name}": value for name, value in repo["options"].items()}
+        held = {repo["index"] for repo in mine}
+        if 1 in held:
+            own |= {
+                "repo1-retention-full": s.retention_full,
+                "repo1-retention-diff": s.retention_diff,
             }
-        )
+        own |= {
+            "start-fast": s.start_fast,
+            "backup-standby": s.backup_standby,
+            "tls-server-auth": {f"{s.tls_cn_prefix}{host}": s.stanza for host in s.db_hosts},
+        }
+        if 2 in held:
+            own["repo2-retention-full"] = s.repo2_retention_full
         pg = {"path": s.pg_path, "port": s.pg_port, "socket-path": s.pg_socket_path}
         stanza = pgbackrest_indexed(
             [{"host": host} | to_peer | pg | _db_pg(s.db_pg, host) for host in s.db_hosts], "pg"
