@@ -6,17 +6,40 @@ import json
 import os
 import re
 import secrets
+import shlex
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import testinfra
+
 REPO = Path(__file__).resolve().parents[2]
 PKI_DIR = "/etc/mdus-pki"
 CONF_DIR = "/etc/postgresql/15/main"
 DATA_DIR = "/var/lib/postgresql/15/main"
 LOG_DIR = "/var/log/postgresql/15-main"
+STANZA = "mdus"
+REPO_PATH = "/var/lib/pgbackrest"
+
+
+def node(name: str) -> Any:
+    """A lab container as a testinfra host."""
+    return testinfra.get_host(f"docker://{name}")
+
+
+def pgbackrest(host: Any, *args: str, env: str = "") -> Any:
+    """Run pgbackrest for the stanza as postgres (the user of every pgBackRest process)."""
+    prefix = f"env {env} " if env else ""
+    quoted = " ".join(shlex.quote(arg) for arg in args)
+    return host.run(f"runuser -u postgres -- {prefix}pgbackrest --stanza={STANZA} {quoted}")
+
+
+def segment_in_repo(repo: Any, segment: str, path: str = REPO_PATH) -> bool:
+    """Is the WAL segment in the archive of the repository at `path` on host `repo`?"""
+    cmd = repo.run(f"find {path}/archive/{STANZA} -name '{segment}-*'")
+    return cmd.rc == 0 and cmd.stdout.strip() != ""
 
 
 def psql(host: Any, sql: str, db: str = "postgres", check: bool = True) -> str:

@@ -12,13 +12,12 @@ from typing import Any
 
 import psycopg
 import pytest
-import testinfra
 import yaml
 from psycopg import errors
 
 from tests.integration.clients import container_ip, lab_ca
 from tests.integration.drill import drill, textfile
-from tests.integration.pglab import changed_tasks, lab_secret, molecule_playbook, psql, recap
+from tests.integration.pglab import changed_tasks, lab_secret, molecule_playbook, node, psql, recap
 
 PG1, PG2, PG3, REPO = "mdus-dr-pg1", "mdus-dr-pg2", "mdus-dr-pg3", "mdus-dr-repo"
 DB_HOSTS = (PG1, PG2, PG3)
@@ -36,10 +35,6 @@ def dsn(hosts: tuple[str, ...] = DB_HOSTS) -> str:
         f"user=mdus_drill password={lab_secret('mdus_drill')} sslmode=verify-full "
         f"sslrootcert={lab_ca()} connect_timeout=2 target_session_attrs=read-write"
     )
-
-
-def node(name: str) -> Any:
-    return testinfra.get_host(f"docker://{name}")
 
 
 def playbook(name: str, **extra: Any) -> Any:

@@ -7,29 +7,16 @@ on whichever host is primary by then."""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import time
-from typing import Any
 
-import testinfra
-
-from tests.integration.pglab import molecule_playbook, psql
+from tests.integration.pglab import molecule_playbook, node, pgbackrest, psql, segment_in_repo
 
 DB_HOSTS = ("mdus-dr-pg1", "mdus-dr-pg2", "mdus-dr-pg3")
 REPO, REPO2 = "mdus-dr-repo", "mdus-dr-repo2"
-REPO_PATH, REPO2_PATH = "/var/lib/pgbackrest", "/var/lib/pgbackrest-repo2"
+REPO2_PATH = "/var/lib/pgbackrest-repo2"
 PITR_DIR, PITR_PORT = "/var/lib/postgresql/mdus-pitr", "5499"
 testinfra_hosts = [DB_HOSTS[0]]
-
-
-def node(name: str) -> Any:
-    return testinfra.get_host(f"docker://{name}")
-
-
-def pgbackrest(name: str, *args: str) -> Any:
-    quoted = " ".join(shlex.quote(arg) for arg in args)
-    return node(name).run(f"runuser -u postgres -- pgbackrest --stanza=mdus {quoted}")
 
 
 def docker(*args: str) -> None:
@@ -37,15 +24,9 @@ def docker(*args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def in_archive(name: str, path: str, segment: str) -> bool:
-    """Is the WAL segment in the archive of the repository at path on host name?"""
-    found = node(name).run("find %s/archive/mdus -name '%s-*'", path, segment)
-    return found.rc == 0 and found.stdout.strip() != ""
-
-
 def repo_keys(name: str) -> set[int]:
     """The repositories a repository host answers for in `pgbackrest info`."""
-    cmd = pgbackrest(name, "--output=json", "info")
+    cmd = pgbackrest(node(name), "--output=json", "info")
     assert cmd.rc == 0, cmd.stderr
     return {repo["key"] for repo in json.loads(cmd.stdout)[0]["repo"]}
 
@@ -87,7 +68,7 @@ def test_repo2_alone_restores_while_repo1s_host_is_stopped() -> None:
     psql(node(primary), "CREATE TABLE repo2_marker (note text)", db="mdus_drill")
     psql(node(primary), "INSERT INTO repo2_marker VALUES ('in both sites')", db="mdus_drill")
     # check switches WAL and waits until the segment is archived in every repository
-    checked = pgbackrest(primary, "check")
+    checked = pgbackrest(node(primary), "check")
     assert checked.rc == 0, checked.stderr
 
     docker("stop", REPO)
@@ -99,7 +80,7 @@ def test_repo2_alone_restores_while_repo1s_host_is_stopped() -> None:
         failed = int(psql(node(primary), "SELECT failed_count FROM pg_stat_archiver"))
         psql(node(primary), "INSERT INTO repo2_marker VALUES ('during')", db="mdus_drill")
         during = psql(node(primary), "SELECT pg_walfile_name(pg_switch_wal())")
-        while not in_archive(REPO2, REPO2_PATH, during):
+        while not segment_in_repo(node(REPO2), during, REPO2_PATH):
             assert time.monotonic() - clock < 300, f"{during} did not reach repo2 in 300 s"
             time.sleep(2)
         print(f"repo2 received WAL {time.monotonic() - clock:.0f} s after the switch")
@@ -132,7 +113,7 @@ def test_repo2_alone_restores_while_repo1s_host_is_stopped() -> None:
 
     # repo1's host is back: the WAL written meanwhile reaches it, archiving to both again
     deadline = time.monotonic() + 120
-    while (checked := pgbackrest(primary, "check")).rc != 0 and time.monotonic() < deadline:
+    while (checked := pgbackrest(node(primary), "check")).rc != 0 and time.monotonic() < deadline:
         time.sleep(3)
     assert checked.rc == 0, checked.stderr
-    assert in_archive(REPO, REPO_PATH, during), f"{during}, written during the outage, not in repo1"
+    assert segment_in_repo(node(REPO), during), f"{during}, written during the outage, not in repo1"

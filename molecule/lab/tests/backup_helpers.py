@@ -6,24 +6,15 @@ import json
 import time
 from typing import Any
 
-from tests.integration.pglab import psql
+from tests.integration.pglab import REPO_PATH, pgbackrest, psql
 
 PRIMARY = "mdus-lab-pg1"
 REPLICA = "mdus-lab-pg2"
 REPO = "mdus-lab-repo"
-STANZA = "mdus"
-REPO_PATH = "/var/lib/pgbackrest"
 # repo2 (molecule/lab/host_vars/mdus-lab-repo.yml): the cross-region copy's stand-in
 REPO2_PATH = "/var/lib/pgbackrest-repo2"
 REPO_PATHS = (REPO_PATH, REPO2_PATH)
 PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-def pgbackrest(host: Any, *args: str, env: str = "") -> Any:
-    """Run pgbackrest as postgres (the user of every pgBackRest process in the lab)."""
-    prefix = f"env {env} " if env else ""
-    quoted = " ".join(f"'{a}'" for a in args)
-    return host.run(f"runuser -u postgres -- {prefix}pgbackrest --stanza={STANZA} {quoted}")
 
 
 def info(host: Any) -> dict[str, Any]:
@@ -61,12 +52,6 @@ def wait_archived(host: Any, segment: str, timeout: float = 90) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"{segment} not archived within {timeout} s (last archived: {last!r})")
-
-
-def segment_in_repo(repo: Any, segment: str, path: str = REPO_PATH) -> bool:
-    """Is the WAL segment in the archive of the repository at `path`?"""
-    cmd = repo.run(f"find {path}/archive/{STANZA} -name '{segment}-*'")
-    return cmd.rc == 0 and cmd.stdout.strip() != ""
 
 
 def backups_in(stanza: dict[str, Any], repo_key: int) -> list[dict[str, Any]]:

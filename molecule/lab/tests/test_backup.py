@@ -14,17 +14,14 @@ from backup_helpers import (
     REPLICA,
     REPO,
     REPO_PATHS,
-    STANZA,
     archiver,
     backups_in,
     info,
-    pgbackrest,
-    segment_in_repo,
     switch_wal,
     wait_archived,
 )
 
-from tests.integration.pglab import psql
+from tests.integration.pglab import STANZA, pgbackrest, psql, segment_in_repo
 
 # Marker rows: one committed before the full backup, one after it (reaches a restore only
 # through WAL replay, archive-get). Random, so finding them anywhere is meaningful.

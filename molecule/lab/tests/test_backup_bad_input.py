@@ -9,17 +9,9 @@ import secrets
 import time
 from typing import Any
 
-from backup_helpers import (
-    REPO,
-    archiver,
-    info,
-    pgbackrest,
-    segment_in_repo,
-    switch_wal,
-    wait_archived,
-)
+from backup_helpers import REPO, archiver, info, switch_wal, wait_archived
 
-from tests.integration.pglab import DATA_DIR, molecule_playbook
+from tests.integration.pglab import DATA_DIR, molecule_playbook, pgbackrest, segment_in_repo
 
 CIPHER_FILE = "/etc/pgbackrest/conf.d/cipher.conf"
 

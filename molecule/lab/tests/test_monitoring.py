@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import testinfra
-from backup_helpers import PRIMARY, REPLICA, REPO, STANZA
+from backup_helpers import PRIMARY, REPLICA, REPO
 
-from tests.integration.pglab import PKI_DIR, molecule_playbook, psql
+from tests.integration.pglab import PKI_DIR, STANZA, molecule_playbook, psql
 
 PG = PRIMARY
 MON = "mdus-lab-mon"

@@ -18,9 +18,8 @@ import time
 from typing import Any
 
 import pytest
-import testinfra
 
-from tests.integration.pglab import PKI_DIR, lab_secret, molecule_playbook, psql
+from tests.integration.pglab import PKI_DIR, lab_secret, molecule_playbook, node, psql
 
 PRIMARY, REPLICA, REPO, MON = "mdus-lab-pg1", "mdus-lab-pg2", "mdus-lab-repo", "mdus-lab-mon"
 # (host, port, openssl -starttls protocol or "", certificate file the service presents)
@@ -47,10 +46,6 @@ SECRETS = [
 ]
 # Files holding a secret, changed by hand before the -vvv --diff run so it rewrites them.
 DRIFT = [(REPLICA, "/var/lib/postgresql/.pgpass"), (REPO, "/etc/pgbackrest/conf.d/cipher.conf")]
-
-
-def node(name: str) -> Any:
-    return testinfra.get_host(f"docker://{name}")
 
 
 def file_serial(name: str, identity: str) -> str:

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import testinfra
-from backup_helpers import REPO_PATH, STANZA, backups_in, info
+from backup_helpers import backups_in, info
 from test_monitoring import MON, promql, wait_until
+
+from tests.integration.pglab import REPO_PATH, STANZA
 
 PROM_FILE = "/var/lib/prometheus/node-exporter/mdus_restore_check.prom"
 ALERT = "PgBackRestRestoreCheckFailed"
