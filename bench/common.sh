@@ -2,7 +2,7 @@
 # and bench/one_host). The strategy of the Makefile (MITOGEN=0: Ansible's own) and the
 # figures both scripts print from their ansible-playbook logs.
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
-if [ "${MITOGEN:-1}" = 1 ]; then export ANSIBLE_STRATEGY=mitogen_linear; else export ANSIBLE_STRATEGY=mdus_linear; fi
+if [ "${MITOGEN:-1}" = 1 ]; then export ANSIBLE_STRATEGY=mitogen_linear; else export ANSIBLE_STRATEGY=linear; fi
 
 # Sum of changed= over the PLAY RECAP of a log.
 changed_sum() { grep ' : ok=' "$1" | sed -E 's/.*changed=([0-9]+).*/\1/' | awk '{s+=$1} END {print s}'; }

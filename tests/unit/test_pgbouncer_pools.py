@@ -237,7 +237,7 @@ def _run_validate(
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_STRATEGY="mdus_linear",
+        ANSIBLE_STRATEGY="linear",
     )
     result = subprocess.run(
         [

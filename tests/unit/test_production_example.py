@@ -57,9 +57,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
         (pki / name).write_text("placeholder\n")
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env.update(
-        ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_STRATEGY="mdus_linear",
-        MDUS_PKI_DIR=str(pki),
+        ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_STRATEGY="linear", MDUS_PKI_DIR=str(pki)
     )
     return env
 

@@ -51,7 +51,7 @@ def run_play(
     """ansible-playbook against the controller with the repo's configuration."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
-    env["ANSIBLE_STRATEGY"] = "mdus_linear"
+    env["ANSIBLE_STRATEGY"] = "linear"
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", hosts]
     result = subprocess.run(
         [

@@ -22,11 +22,10 @@ def test_rerun_puts_back_what_was_changed_by_hand(host: Any) -> None:
     psql(host, "SELECT pg_reload_conf()")
     assert psql(host, "SHOW log_min_duration_statement") == "7s"
 
-    # ansible.cfg's strategy (mdus_linear: Ansible's own linear, Jinja plugins loaded in
-    # the controller): the path without Mitogen (a plain ansible-playbook) is tested by
-    # this real site.yml run; every other run in CI uses Mitogen (a linear site.yml run
-    # costs ~1.5 min more here, so only this one).
-    run = molecule_playbook("site.yml", {}, strategy="mdus_linear")
+    # Ansible's own strategy: the path without Mitogen (a plain ansible-playbook) is
+    # tested by this real site.yml run; every other run in CI uses Mitogen (a linear
+    # site.yml run costs ~2 min more here, so only this one).
+    run = molecule_playbook("site.yml", {}, strategy="linear")
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
     assert recap(output) == {name: 3}, changed_tasks(output)
