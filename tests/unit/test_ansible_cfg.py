@@ -16,3 +16,15 @@ def test_ssh_host_keys_are_checked() -> None:
     for section in config.sections():
         value = config[section].get("host_key_checking", "true")
         assert value.strip().lower() not in {"false", "no", "0", "off"}, section
+
+
+def test_the_speed_settings_stay() -> None:
+    """The lab re-run's speed rests on two settings (README "Speed"): the callback that
+    loads the Jinja plugins once in the controller, and facts kept under ansible_facts
+    only (the roles read no injected top-level fact)."""
+    config = configparser.ConfigParser()
+    config.read(CFG)
+    enabled = [name.strip() for name in config["defaults"]["callbacks_enabled"].split(",")]
+    assert "jinja_plugins_once" in enabled
+    assert (CFG.parent / "plugins/callback/jinja_plugins_once.py").is_file()
+    assert config["defaults"]["inject_facts_as_vars"].strip() == "False"
