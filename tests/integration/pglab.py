@@ -22,6 +22,9 @@ DATA_DIR = "/var/lib/postgresql/15/main"
 LOG_DIR = "/var/log/postgresql/15-main"
 STANZA = "mdus"
 REPO_PATH = "/var/lib/pgbackrest"
+# repo2 on its own host: repo1's path + "-repo2" (the pgbackrest role's default; the lab
+# scenario sets the same path for repo2 next to repo1)
+REPO2_PATH = f"{REPO_PATH}-repo2"
 
 
 def node(name: str) -> Any:

@@ -5,12 +5,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from tests.integration.pglab import node
 
 
 @pytest.fixture(scope="session")
 def replica() -> Any:
     """The scenario's replica (the tests' `host` is the primary)."""
-    return testinfra.get_host("docker://mdus-cluster-pg2")
+    return node("mdus-cluster-pg2")

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import testinfra
 
-from tests.integration.pglab import psql
+from tests.integration.pglab import node, psql
 
 PRIMARY = "mdus-cluster-pg1"
 REPLICA = "mdus-cluster-pg2"
@@ -31,7 +30,7 @@ def log_rows(host: Any) -> int:
 
 @pytest.mark.parametrize("name", [PRIMARY, REPLICA])
 def test_timer_is_enabled_and_waiting(name: str) -> None:
-    timer = testinfra.get_host(f"docker://{name}").service("mdus-partition-maintenance.timer")
+    timer = node(name).service("mdus-partition-maintenance.timer")
     assert timer.is_enabled and timer.is_running
 
 

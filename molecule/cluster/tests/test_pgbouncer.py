@@ -6,9 +6,7 @@ import secrets
 import subprocess
 from typing import Any
 
-import testinfra
-
-from tests.integration.pglab import PKI_DIR, lab_secret, psql, tcp_psql
+from tests.integration.pglab import PKI_DIR, lab_secret, node, psql, tcp_psql
 
 PRIMARY = "mdus-cluster-pg1"
 REPLICA = "mdus-cluster-pg2"
@@ -62,7 +60,7 @@ def test_read_only_alias_lands_on_a_replica(host: Any) -> None:
 
 
 def test_200_clients_share_a_bounded_pool(host: Any) -> None:
-    replica = testinfra.get_host(f"docker://{REPLICA}")
+    replica = node(REPLICA)
     assert replica is not None
     host.run("printf 'SELECT pg_sleep(0.05);\\n' > /tmp/bouncer.sql")
     bench = host.run(
@@ -111,7 +109,7 @@ def test_clients_outside_postgresqls_networks_are_refused(host: Any) -> None:
     """PgBouncer's hba admits the networks PostgreSQL admits (the lab: samenet), nothing
     wider: the replica reaches the primary's PgBouncer over a second network that no
     pg_hba line names and is refused, while the same login over the lab network works."""
-    replica = testinfra.get_host(f"docker://{REPLICA}")
+    replica = node(REPLICA)
     login = "port=6432 dbname=mdus_db user=mdus_app sslmode=require"
     rc, out, err = tcp_psql(replica, f"host={PRIMARY} {login}", "SELECT 1", lab_secret("mdus_app"))
     assert (rc, out) == (0, "1"), err

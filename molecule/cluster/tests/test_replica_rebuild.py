@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import testinfra
-
-from tests.integration.pglab import DATA_DIR, molecule_playbook, psql
+from tests.integration.pglab import DATA_DIR, molecule_playbook, node, psql
 
 PRIMARY = "mdus-cluster-pg1"
 REPLICA = "mdus-cluster-pg2"
@@ -18,7 +16,7 @@ SYSID = (
 
 
 def test_foreign_cluster_refused_then_rebuilt(host: Any) -> None:
-    replica = testinfra.get_host(f"docker://{REPLICA}")
+    replica = node(REPLICA)
     primary_id = psql(host, "SELECT system_identifier FROM pg_control_system()")
 
     # Replace the replica's data directory by an unrelated cluster.

@@ -10,11 +10,17 @@ import json
 import subprocess
 import time
 
-from tests.integration.pglab import molecule_playbook, node, pgbackrest, psql, segment_in_repo
+from tests.integration.pglab import (
+    REPO2_PATH,
+    molecule_playbook,
+    node,
+    pgbackrest,
+    psql,
+    segment_in_repo,
+)
 
 DB_HOSTS = ("mdus-dr-pg1", "mdus-dr-pg2", "mdus-dr-pg3")
 REPO, REPO2 = "mdus-dr-repo", "mdus-dr-repo2"
-REPO2_PATH = "/var/lib/pgbackrest-repo2"
 PITR_DIR, PITR_PORT = "/var/lib/postgresql/mdus-pitr", "5499"
 testinfra_hosts = [DB_HOSTS[0]]
 

@@ -6,13 +6,11 @@ import json
 import time
 from typing import Any
 
-from tests.integration.pglab import REPO_PATH, pgbackrest, psql
+from tests.integration.pglab import REPO2_PATH, REPO_PATH, pgbackrest, psql
 
 PRIMARY = "mdus-lab-pg1"
 REPLICA = "mdus-lab-pg2"
 REPO = "mdus-lab-repo"
-# repo2 (molecule/lab/host_vars/mdus-lab-repo.yml): the cross-region copy's stand-in
-REPO2_PATH = "/var/lib/pgbackrest-repo2"
 REPO_PATHS = (REPO_PATH, REPO2_PATH)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 

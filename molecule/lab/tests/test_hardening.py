@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import testinfra
 
 from tests.integration.hardening import CHECK_IDS, CHECKS
+from tests.integration.pglab import node
 
 DATABASE_HOSTS = ["mdus-lab-pg1", "mdus-lab-pg2"]
 
@@ -17,4 +17,4 @@ DATABASE_HOSTS = ["mdus-lab-pg1", "mdus-lab-pg2"]
 @pytest.mark.parametrize("name", DATABASE_HOSTS)
 @pytest.mark.parametrize("check", CHECKS, ids=CHECK_IDS)
 def test_hardening(name: str, check: Callable[[Any], None]) -> None:
-    check(testinfra.get_host(f"docker://{name}"))
+    check(node(name))

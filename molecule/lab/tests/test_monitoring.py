@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import testinfra
 from backup_helpers import PRIMARY, REPLICA, REPO
 
-from tests.integration.pglab import PKI_DIR, STANZA, molecule_playbook, psql
+from tests.integration.pglab import PKI_DIR, STANZA, molecule_playbook, node, psql
 
 PG = PRIMARY
 MON = "mdus-lab-mon"
@@ -54,7 +53,7 @@ def fetch(mon: Any, url: str, cert: bool = True) -> str:
 
 @pytest.fixture(scope="module")
 def pg() -> Any:
-    return testinfra.get_host(f"docker://{PG}")
+    return node(PG)
 
 
 def get_json(mon: Any, url: str) -> Any:
@@ -176,9 +175,9 @@ def test_certificate_expiry_of_every_host(host: Any) -> None:
     """Each host's certificates reach Prometheus with openssl's expiry and serial; the
     expiry alert is loaded and silent (the lab's certificates are fresh)."""
     for name in (PG, REPLICA, REPO, MON):
-        node = testinfra.get_host(f"docker://{name}")
+        target = node(name)
         for path in (f"{PKI_DIR}/host.crt", f"{PKI_DIR}/ca.crt"):
-            fields = _openssl_fields(node, path)
+            fields = _openssl_fields(target, path)
             expiry = datetime.strptime(
                 " ".join(fields["notAfter"].split()), "%b %d %H:%M:%S %Y %Z"
             ).replace(tzinfo=UTC)

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import testinfra
 from backup_helpers import backups_in, info
 from test_monitoring import MON, promql, wait_until
 
-from tests.integration.pglab import REPO_PATH, STANZA
+from tests.integration.pglab import REPO_PATH, STANZA, node
 
 PROM_FILE = "/var/lib/prometheus/node-exporter/mdus_restore_check.prom"
 ALERT = "PgBackRestRestoreCheckFailed"
@@ -79,7 +78,7 @@ def test_damaged_backup_fails_the_check_and_alerts(replica: Any, damaged_repo1_b
     assert runs[2]["success"], runs[2]
     assert metric(replica, "success", 1) == 0
     assert metric(replica, "last_success_timestamp_seconds", 1) == passed_at
-    mon = testinfra.get_host(f"docker://{MON}")
+    mon = node(MON)
     expr = f'ALERTS{{alertname="{ALERT}",alertstate="firing"}}'
     firing = wait_until(
         "the restore check alert for repo1",
