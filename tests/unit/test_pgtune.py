@@ -18,7 +18,9 @@ def test_seed_values_for_4gb_document_host() -> None:
     settings = pgtune.pgtune(4096, 2, "ssd", "documents")
     assert settings["shared_buffers"] == "1GB"
     assert settings["effective_cache_size"] == "3GB"
-    assert settings["work_mem"] == "64MB"
+    # Not the seed's 64MB: bench/tuning measured it slower on every sort-bound step.
+    assert settings["work_mem"] == "4MB"
+    assert settings["maintenance_work_mem"] == "64MB"
     assert settings["max_connections"] == "200"
     assert settings["random_page_cost"] == "1.1"
     assert settings["checkpoint_completion_target"] == "0.9"
@@ -29,13 +31,18 @@ def test_seed_values_for_4gb_document_host() -> None:
     [
         (1024, 1, "oltp", {"shared_buffers": "256MB", "work_mem": "4MB", "max_connections": "300"}),
         (2048, 2, "mixed", {"shared_buffers": "512MB", "effective_cache_size": "1536MB"}),
-        (8192, 4, "documents", {"shared_buffers": "2GB", "work_mem": "128MB"}),
+        (8192, 4, "documents", {"shared_buffers": "2GB", "work_mem": "5MB"}),
         (16384, 8, "oltp", {"shared_buffers": "4GB", "work_mem": "4MB"}),
         (
             65536,
             16,
             "documents",
-            {"shared_buffers": "16GB", "work_mem": "1GB", "huge_pages": "try"},
+            {
+                "shared_buffers": "16GB",
+                "work_mem": "20MB",
+                "maintenance_work_mem": "1GB",
+                "huge_pages": "try",
+            },
         ),
         (32768, 8, "dw", {"max_connections": "40", "work_mem": "153MB"}),
         (4096, 2, "dw", {"maintenance_work_mem": "512MB", "default_statistics_target": "500"}),

@@ -8,7 +8,9 @@ Profiles:
   mixed      the general default (web application plus reporting)
   documents  the MDUS document-processing workload: JSONB and full-text work per
              query, 200 connections (before pooling); a 4 GB host gives the seed's
-             values (shared_buffers 1GB, effective_cache_size 3GB, work_mem 64MB)
+             shared_buffers 1GB, effective_cache_size 3GB and max_connections 200, but
+             work_mem 4MB and maintenance_work_mem 64MB: the seed's 64MB lost to them on
+             every sort-bound step of bench/tuning (see the profile below)
   dw         few connections, large sorts and parallel scans
 """
 
@@ -39,9 +41,18 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "documents": {
         "max_connections": 200,
-        "work_mem_rule": "ram_fraction",
-        "work_mem_fraction": 1 / 64,
-        "maintenance_fraction": 1 / 8,
+        # Measured with bench/tuning (300k documents, both clusters side by side): a sort
+        # or index build that fits in one large work area is one quicksort over memory far
+        # bigger than the CPU's cache, and PostgreSQL's merge of cache-sized runs beat it
+        # (ORDER BY: 4MB 0.16 s, 16MB 0.22 s, 64MB 0.25 s; REINDEX: maintenance_work_mem
+        # 64MB 5.3 s, 256MB 6.0 s, 512MB 6.1 s), while no hash aggregate or join gained
+        # from more. So the per-connection share (4MB on the seed's 4 GB host, instead of
+        # the seed's 64MB) and a maintenance area of 1/64 of the memory (64MB there, 1GB on
+        # a 64 GB host). A report that needs more gets it by role or session: ALTER ROLE
+        # ... SET work_mem.
+        "work_mem_rule": "per_connection",
+        "work_mem_divisor": 3,
+        "maintenance_fraction": 1 / 64,
         # 200 made every ANALYZE (and so VACUUM ANALYZE) ~1.3x slower on the MDUS data
         # set with no query plan better for it (bench/tuning); PostgreSQL's default.
         "default_statistics_target": 100,
@@ -112,7 +123,7 @@ def pgtune(
 
     shared_buffers = memory_mb / 4
     effective_cache = memory_mb * 3 / 4
-    maintenance = min(memory_mb * rules["maintenance_fraction"], 2048)
+    maintenance = min(max(memory_mb * rules["maintenance_fraction"], 64), 2048)
     wal_buffers = min(max(shared_buffers * 0.03, 0.0625), 16)
     # Parallelism never below PostgreSQL's own defaults (2 per gather and per maintenance
     # command, 8 in all): with 1 worker on a 2-vCPU host large sorts, joins, REINDEX and
@@ -136,7 +147,12 @@ def pgtune(
         "max_wal_size": format_mb(rules["max_wal_size_mb"]),
         "checkpoint_completion_target": "0.9",
         "default_statistics_target": str(rules["default_statistics_target"]),
-        "huge_pages": "try" if memory_mb >= 32768 else "off",
+        # try (PostgreSQL's default), never off: each parallel worker is a new process
+        # that maps the shared buffers it reads page by page, and with 4kB pages a 1GB
+        # pool made a parallel full-text count 1.6x slower than Debian's 128MB; with huge
+        # pages reserved (vm.nr_hugepages) the server uses them and most of that is gone
+        # (bench/tuning, 200k documents: 0.058 s off, 0.043 s on, 0.036 s with 128MB).
+        "huge_pages": "try",
         "max_worker_processes": str(max(8, cpus)),
         "max_parallel_workers": str(max(PG_DEFAULT_PARALLEL_WORKERS, cpus)),
         "max_parallel_workers_per_gather": str(gather),
