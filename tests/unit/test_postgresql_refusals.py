@@ -209,6 +209,31 @@ CASES = [
         ["Refusing the example placeholder (CHANGE-ME)", "postgresql_replication_password"],
         id="replication-placeholder-password",
     ),
+    # 6. Memory and names: more than the host has, a name PostgreSQL does not know.
+    pytest.param(
+        {"postgresql_settings": {"shared_buffers": "8GB"}},
+        ["postgresql_settings.shared_buffers (8GB) is not below the host's memory (4096 MB)"],
+        id="settings-shared-buffers-above-memory",
+    ),
+    pytest.param(
+        {"postgresql_settings": {"work_mem": "1GB", "max_connections": 200}},
+        ["work_mem (1GB) x max_connections (200) is 200.0 GB", "OOM killer"],
+        id="settings-work-mem-times-connections",
+    ),
+    pytest.param(
+        {"postgresql_users": [{"name": "blank", "password": "   "}]},
+        ["postgresql_users: the password of blank is empty or only spaces"],
+        id="users-blank-password",
+    ),
+    # 7. Every refused input at once, not only the first one found.
+    pytest.param(
+        {"postgresql_settings": {"shared_bufers": "1GB", "ssl": "off"}},
+        [
+            "names shared_bufers: not a PostgreSQL 15 setting (misspelt?)",
+            "postgresql_settings.ssl is 'off'",
+        ],
+        id="settings-two-refusals-named-at-once",
+    ),
 ]
 
 
