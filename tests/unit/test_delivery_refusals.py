@@ -206,6 +206,10 @@ CASES: dict[str, dict[str, Any]] = {
         pgbackrest_repo2_s3_key="AKIA" + "X" * 16,
         pgbackrest_repo2_s3_key_secret=SECRET,
     ),
+    # The role's checks are one task: two refused inputs are named in one run.
+    "pgbr_many": _repo2(
+        "pgbr_many", pgbackrest_stanza="mdus main", pgbackrest_schedule={"weekly": "Sun"}
+    ),
 }
 
 INVENTORY = {
@@ -287,6 +291,11 @@ EXPECTED: dict[str, list[str] | None] = {
     "pgbr_s3": ["needs bucket, endpoint and", "region", "pgbackrest_repo2_s3_key_secret"],
     "pgbr_s3_keys": ["the keys never go into pgbackrest_repo2_s3 itself"],
     "pgbr_s3_good": None,
+    "pgbr_many": [
+        "mdus main",
+        "is not a valid stanza name (letters, digits",
+        "pgbackrest_schedule must map backup types (full, diff, incr)",
+    ],
 }
 
 FAILURE = re.compile(r"^(?:fatal|failed): \[([^\]]+)\]", re.M)

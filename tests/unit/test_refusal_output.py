@@ -29,13 +29,25 @@ PLAY = """
         name: {role}
         tasks_from: {entry}
       vars:
-        {variable}: {value}
+        {variable}: {value}{extra}
 """
 
 
-def play(role: str, variable: str, value: str, entry: str = "main", hosts: str = "all") -> str:
-    """A play that includes one entry point of a role with one variable set."""
-    return PLAY.format(role=role, variable=variable, value=value, entry=entry, hosts=hosts)
+def play(
+    role: str,
+    variable: str,
+    value: str,
+    *,
+    entry: str = "main",
+    hosts: str = "all",
+    extra: dict[str, str] | None = None,
+) -> str:
+    """A play that includes one entry point of a role with one variable set (and `extra`
+    variables that make the rest of the input valid, as flow-style YAML values)."""
+    lines = "".join(f"\n        {name}: {text}" for name, text in (extra or {}).items())
+    return PLAY.format(
+        role=role, variable=variable, value=value, entry=entry, hosts=hosts, extra=lines
+    )
 
 
 CASES = [
@@ -107,9 +119,13 @@ def test_value_checks_name_the_variable(
 
 
 def test_one_reason_for_many_hosts(tmp_path: Path) -> None:
-    """Three hosts refused for the same group variable: the reason once, then a line each."""
+    """Three hosts refused for the same group variable: the reason once, then a line each.
+    (Their client networks are given: with none, each host's refusal names the host too.)"""
     playbook = tmp_path / "play.yml"
-    playbook.write_text(play("pgbouncer", "pgbouncer_server_login_retry", "-1", entry="validate"))
+    networks = {"pgbouncer_hba_entries": "[{database: all, user: all, address: 10.0.0.0/8}]"}
+    playbook.write_text(
+        play("pgbouncer", "pgbouncer_server_login_retry", "-1", entry="validate", extra=networks)
+    )
     result, output = run_play(playbook, hosts="h1,h2,h3,")
     assert result.returncode == 2, output
     # hosts fail in any order: the first one printed carries the reason
@@ -120,3 +136,20 @@ def test_one_reason_for_many_hosts(tmp_path: Path) -> None:
     assert "must be 0 or more" not in rest, output
     assert output.count(f"the same reason as [{fatals[0].group(1)}] above") == 2, output
     assert "h1" in output and "h2" in output and "h3" in output, output
+
+
+def test_every_pgbouncer_refusal_is_named_at_once(tmp_path: Path) -> None:
+    """The role's input checks are one task: two refused inputs, both named in one run."""
+    playbook = tmp_path / "play.yml"
+    others = {
+        "pgbouncer_socket_dir": "/var/run/pgbouncer",
+        "pgbouncer_databases": "[{name: pgbouncer, dbname: mdus_db, target: primary}]",
+    }
+    playbook.write_text(
+        play("pgbouncer", "pgbouncer_max_prepared_statements", "-1", entry="validate", extra=others)
+    )
+    result, output = run_play(playbook)
+    assert result.returncode == 2, output
+    assert "pgbouncer_max_prepared_statements must be 0 (off) or positive" in output, output
+    assert "pgbouncer_socket_dir is '/var/run/pgbouncer'" in output, output
+    assert "must not be 'pgbouncer' (the admin console)" in output, output
