@@ -52,8 +52,9 @@ def pki_certificates_to_sign(
 ) -> list[dict[str, Any]]:
     """The identities whose certificate a run signs, each with the reason.
 
-    key_results: the loop results of openssl_privatekey over identities; cert_results:
-    those of x509_certificate_info (failed where the file is missing or unreadable);
+    key_results and cert_results: what library/mdus_pki_probe.py read on the host, in the
+    shapes of openssl_privatekey results (changed: the key is (re)made in this run) and of
+    x509_certificate_info results (failed where the file is missing or unreadable);
     ca_key_id: the CA certificate's subject key identifier."""
     keys, certs = _by_name(key_results), _by_name(cert_results)
     out = []
