@@ -13,7 +13,7 @@ from tests.integration.pglab import changed_tasks, molecule_playbook, recap
 
 # tag -> a task it must run (so the test cannot pass by running nothing)
 TAGS = {
-    "pki-host": "pki : Read the current certificate of each identity",
+    "pki-host": "pki : Read every key and certificate of this host",
     "postgresql-configure": "postgresql : Render postgresql.conf",
     "mdus_schema-migrate": "mdus_schema : Read the migration status",
     "pgbouncer-configure": "pgbouncer : Render PgBouncer's client authentication rules",
