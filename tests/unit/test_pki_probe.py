@@ -53,6 +53,7 @@ def _ca() -> tuple[Any, x509.Certificate]:
         .not_valid_before(NOW - datetime.timedelta(days=1))
         .not_valid_after(NOW + datetime.timedelta(days=3650))
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
         .sign(key, hashes.SHA256())
     )
     return key, cert
@@ -202,3 +203,59 @@ def test_a_missing_group_is_named(tmp_path: Path) -> None:
     )
     assert result["groups_missing"] == ["mdus-no-such-group"]
     assert result["key_files"][0]["reason"] == "missing"
+
+
+def _write_ca(directory: Path) -> tuple[Any, x509.Certificate]:
+    ca = _ca()
+    directory.chmod(0o700)
+    (directory / "ca.key").write_bytes(_pem_key(ca[0]))
+    (directory / "ca.key").chmod(0o600)
+    (directory / "ca.crt").write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
+    (directory / "ca.crt").chmod(0o644)
+    return ca
+
+
+def _probe_ca(directory: Path, common_name: str = "lab CA") -> dict[str, Any]:
+    return probe_mod.probe(
+        directory,
+        [{"name": "ca", "group": ""}],
+        curve="secp384r1",
+        renewal_days=0,
+        key_mode="0600",
+        cert_mode="0644",
+        owner="",
+        cert_group="",
+        dir_mode="0700",
+        ca_common_name=common_name,
+        now=NOW,
+    )
+
+
+def test_a_good_lab_ca_needs_no_task_and_gives_its_key_id(tmp_path: Path) -> None:
+    ca = _write_ca(tmp_path)
+    result = _probe_ca(tmp_path)
+    assert result["ca_ok"], result["ca_reason"]
+    assert result["cert_files"][0]["subject_key_identifier"] == _ca_key_id(ca)
+
+
+@pytest.mark.parametrize(
+    ("drift", "reason"),
+    [
+        (lambda d: d.chmod(0o755), "directory: :"),
+        (lambda d: (d / "ca.key").chmod(0o644), "key: :"),
+        (lambda d: (d / "ca.crt").unlink(), "certificate: missing"),
+        (lambda d: (d / "ca.key").write_bytes(_pem_key(_ca()[0])), "does not match the key"),
+        (lambda d: (d / "ca.key").write_bytes(b"x"), "key: unreadable"),
+    ],
+    ids=["dir-mode", "key-mode", "no-cert", "other-key", "bad-key"],
+)
+def test_a_drifted_lab_ca_is_repaired(tmp_path: Path, drift: Any, reason: str) -> None:
+    _write_ca(tmp_path)
+    drift(tmp_path)
+    result = _probe_ca(tmp_path)
+    assert not result["ca_ok"] and reason in result["ca_reason"], result["ca_reason"]
+
+
+def test_a_ca_of_another_name_is_repaired(tmp_path: Path) -> None:
+    _write_ca(tmp_path)
+    assert _probe_ca(tmp_path, "MDUS lab CA")["ca_reason"] == "another common name"

@@ -42,6 +42,16 @@ options:
   renewal_days: {type: int, default: 30, description: A certificate ending within it is due.}
   key_mode: {type: str, default: "0640", description: Mode of every key.}
   cert_mode: {type: str, default: "0644", description: Mode of every certificate.}
+  owner: {type: str, default: root, description: Owner of every file (empty - not checked).}
+  cert_group:
+    type: str
+    default: root
+    description: Group of every certificate (empty - not checked); a key's is its identity's.
+  dir_mode: {type: str, default: "", description: Mode of dir (empty - not checked).}
+  ca_common_name:
+    type: str
+    default: ""
+    description: The first identity is a self-signed CA of this name; say if it is usable.
 """
 
 try:
@@ -79,6 +89,8 @@ def _attributes(path: Path, owner: str, group: str, mode: str) -> str | None:
     except KeyError:
         group_name = str(info.st_gid)
     actual = f"{stat.S_IMODE(info.st_mode):04o}"
+    # An empty owner or group is not managed (the controller's CA: whoever runs Ansible).
+    user_name, group_name = (user_name if owner else ""), (group_name if group else "")
     if (user_name, group_name, actual) != (owner, group, mode.zfill(4)):
         return f"{user_name}:{group_name} {actual}, not {owner}:{group} {mode.zfill(4)}"
     return None
@@ -154,12 +166,24 @@ def read_certificate(
     renewal_at = now + datetime.timedelta(days=renewal_days)
     common_names = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
     drift = _attributes(path, owner, group, mode)
+    try:
+        ski = _hex(cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
+    except x509.ExtensionNotFound:
+        ski = None
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
     return {
         "failed": False,
         "valid_at": {"renewal": start <= renewal_at <= end},
         "subject": {"commonName": common_names[0].value if common_names else None},
         "subject_alt_name": _names(cert),
         "authority_key_identifier": _authority_key_id(cert),
+        "subject_key_identifier": ski,
+        "is_ca": is_ca,
+        "self_signed": cert.issuer == cert.subject,
+        "valid_now": start <= now <= end,
         "public_key_fingerprints": {"sha256": _fingerprint(cert.public_key())},
         "not_after": end.strftime("%Y%m%d%H%M%SZ"),
         "attributes_ok": drift is None,
@@ -169,7 +193,7 @@ def read_certificate(
 
 def missing_groups(identities: list[dict[str, Any]]) -> list[str]:
     out = []
-    for group in dict.fromkeys(identity["group"] for identity in identities):
+    for group in dict.fromkeys(identity["group"] for identity in identities if identity["group"]):
         try:
             grp.getgrnam(group)
         except KeyError:
@@ -187,8 +211,12 @@ def probe(
     cert_mode: str,
     owner: str = "root",
     cert_group: str = "root",
+    dir_mode: str = "",
+    ca_common_name: str = "",
     now: datetime.datetime | None = None,
 ) -> dict[str, Any]:
+    """Every identity's key and certificate; with ca_common_name, also whether the first
+    identity is a usable self-signed CA of that name (ca_ok, ca_reason)."""
     now = now or datetime.datetime.now(datetime.UTC)
     keys, certs = [], []
     for identity in identities:
@@ -200,7 +228,37 @@ def probe(
             cert_path, owner, cert_group, cert_mode, renewal_days=renewal_days, now=now
         )
         certs.append({"item": item, **cert})
-    return {"groups_missing": missing_groups(identities), "key_files": keys, "cert_files": certs}
+    result: dict[str, Any] = {
+        "groups_missing": missing_groups(identities),
+        "key_files": keys,
+        "cert_files": certs,
+    }
+    if dir_mode:
+        drift = _attributes(directory, "", "", dir_mode) if directory.is_dir() else "missing"
+        result["dir_ok"], result["dir_reason"] = drift is None, drift or ""
+    if ca_common_name and identities:
+        reason = ca_problem(keys[0], certs[0], ca_common_name) or (
+            "" if result.get("dir_ok", True) else f"directory: {result['dir_reason']}"
+        )
+        result["ca_ok"], result["ca_reason"] = not reason, reason
+    return result
+
+
+def ca_problem(key: dict[str, Any], cert: dict[str, Any], common_name: str) -> str:
+    """Why the CA must be made or repaired (key, certificate, owner, mode), or ''."""
+    checks = [
+        (key["ok"], f"key: {key['reason']}"),
+        (not cert["failed"], f"certificate: {cert.get('msg')}"),
+        (cert.get("attributes_ok"), f"certificate: {cert.get('attributes')}"),
+        ((cert.get("subject") or {}).get("commonName") == common_name, "another common name"),
+        (cert.get("is_ca") and cert.get("self_signed"), "not a self-signed CA certificate"),
+        (cert.get("valid_now"), "not valid now"),
+        (
+            cert.get("public_key_fingerprints") == key["fingerprint"],
+            "certificate does not match the key",
+        ),
+    ]
+    return next((reason for ok, reason in checks if not ok), "")
 
 
 def main() -> None:
@@ -212,6 +270,10 @@ def main() -> None:
             "renewal_days": {"type": "int", "default": 30},
             "key_mode": {"type": "str", "default": "0640"},
             "cert_mode": {"type": "str", "default": "0644"},
+            "owner": {"type": "str", "default": "root"},
+            "cert_group": {"type": "str", "default": "root"},
+            "dir_mode": {"type": "str", "default": ""},
+            "ca_common_name": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -225,6 +287,10 @@ def main() -> None:
         renewal_days=params["renewal_days"],
         key_mode=params["key_mode"],
         cert_mode=params["cert_mode"],
+        owner=params["owner"],
+        cert_group=params["cert_group"],
+        dir_mode=params["dir_mode"],
+        ca_common_name=params["ca_common_name"],
     )
     module.exit_json(changed=False, **result)
 
