@@ -183,6 +183,12 @@ CASES: dict[str, dict[str, Any]] = {
         "case_role": "mdus_schema",
         "mdus_schema_passwords": {"mdus_app": PLACEHOLDER, "mdus_readonly": SECRET},
     },
+    # The role's checks are one task: three refused inputs are named in one run.
+    "schema_many": {
+        "case_role": "mdus_schema",
+        "mdus_schema_passwords": {"mdus_app": " ", "nobody": SECRET},
+        "mdus_schema_database": "MDUS-db",
+    },
     "pgbr": {
         "case_role": "pgbackrest",
         "pgbackrest_cipher_pass": PLACEHOLDER,
@@ -281,6 +287,11 @@ EXPECTED: dict[str, list[str] | None] = {
         "monitoring_server_scrape_basic_auth_password",
     ],
     "schema": ["Refusing the example placeholder", "mdus_schema_passwords.mdus_app"],
+    "schema_many": [
+        "the password of mdus_app is empty or only",
+        "mdus_schema_database (MDUS-db) and mdus_schema_pgaudit_role",
+        "mdus_schema_passwords may only name roles of mdus_schema_roles",
+    ],
     "pgbr": [
         "Refusing the example placeholder",
         "pgbackrest_cipher_pass",
