@@ -92,8 +92,10 @@ def _ca_key_id(ca: tuple[Any, x509.Certificate]) -> str:
     return probe_mod._hex(digest)
 
 
-def _probe(directory: Path, **options: Any) -> dict[str, Any]:
-    identities = [{"name": "host", "group": GROUP}]
+def _probe(
+    directory: Path, identities: list[dict[str, str]] | None = None, **options: Any
+) -> dict[str, Any]:
+    identities = identities or [{"name": "host", "group": GROUP}]
     kwargs: dict[str, Any] = {
         "curve": "secp256r1",
         "renewal_days": 30,
@@ -192,15 +194,7 @@ def test_a_certificate_mode_drift_is_reported(tmp_path: Path, ca: Any) -> None:
 
 
 def test_a_missing_group_is_named(tmp_path: Path) -> None:
-    result = probe_mod.probe(
-        tmp_path,
-        [{"name": "host", "group": "mdus-no-such-group"}],
-        curve="secp256r1",
-        renewal_days=30,
-        key_mode="0640",
-        cert_mode="0644",
-        now=NOW,
-    )
+    result = _probe(tmp_path, [{"name": "host", "group": "mdus-no-such-group"}])
     assert result["groups_missing"] == ["mdus-no-such-group"]
     assert result["key_files"][0]["reason"] == "missing"
 
