@@ -22,6 +22,7 @@ $XDG_CACHE_HOME/mdus-platform/jinja, else ~/.cache/mdus-platform/jinja).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import marshal
@@ -68,6 +69,7 @@ _FILTER_BLOCK = re.compile(r"\{%[-+]?\s*filter\s+([A-Za-z_][\w.]*)")
 _TEST = re.compile(r"\bis\s+(?:not\s+)?([A-Za-z_][\w.]*)")
 
 _memory: dict[str, CodeType] = {}
+_prints: dict[Any, str] = {}  # filter or test function -> its part of the key
 _state: dict[str, Any] = {"dir": None, "original": None}
 
 
@@ -103,11 +105,18 @@ def _callable_print(kind: str, env_map: Any, name: str) -> str | None:
         return None
     if func is None:
         return f"{kind}:{name}:missing"
+    try:
+        return _prints[func]
+    except (KeyError, TypeError):
+        pass
     inner = inspect.unwrap(func)
     code = getattr(inner, "__code__", None)
     body = hashlib.sha256(code.co_code).hexdigest() if code else type(inner).__qualname__
     origin = f"{getattr(inner, '__module__', '')}.{getattr(inner, '__qualname__', '')}"
-    return f"{kind}:{name}:{_PassArg.from_obj(func)}:{origin}:{body}"
+    entry = f"{kind}:{name}:{_PassArg.from_obj(func)}:{origin}:{body}"
+    with contextlib.suppress(TypeError):  # an unhashable callable: printed again next time
+        _prints[func] = entry
+    return entry
 
 
 def _env_print(env: Any) -> str:
