@@ -82,9 +82,8 @@ def test_cached_renders_equal_ansible_without_the_cache(
     assert sorted(set(cold) & set(TEMPLATES)) == sorted(TEMPLATES), "compiled through the cache"
     written = sorted(p.name for p in directory.iterdir())
     assert len(written) == len(set(cold))
-    # A new process (a later run): only the files, read back before anything compiles.
+    # A new worker or a later run: only the files, read back instead of compiling.
     cache._memory.clear()
-    assert cache.preload(directory) == len(written)
     warm: list[str] = []
     monkeypatch.setitem(cache._state, "original", counting_compiles(warm))
     assert render_all(Templar(loader=DataLoader(), variables=VARIABLES)) == expected
@@ -148,3 +147,17 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert cache.enabled()
     monkeypatch.setenv("MDUS_JINJA_CACHE_DIR", os.fspath(Path("/srv/cache")))
     assert cache.cache_dir() == Path("/srv/cache")
+
+
+def test_a_full_directory_starts_again_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "jinja"
+    assert cache.usable_dir(directory)
+    for index in range(5):
+        (directory / f"{index:064x}").write_bytes(b"x")
+    monkeypatch.setattr(cache, "MAX_FILES", 5)
+    assert cache.prune(directory) == 5
+    (directory / f"{5:064x}").write_bytes(b"x")
+    assert cache.prune(directory) == 0
+    assert list(directory.iterdir()) == []
