@@ -20,13 +20,13 @@ def test_ssh_host_keys_are_checked() -> None:
 
 def test_the_speed_settings_stay() -> None:
     """The lab re-run's speed rests on these settings (README "Speed"): the callbacks that
-    load the Jinja plugins once in the controller, keep compiled templates and parse the
-    platform's vars files once, and facts kept under ansible_facts only (the roles read
+    load the Jinja plugins once in the controller and parse the platform's vars files
+    once, and facts kept under ansible_facts only (the roles read
     no injected top-level fact)."""
     config = configparser.ConfigParser()
     config.read(CFG)
     enabled = [name.strip() for name in config["defaults"]["callbacks_enabled"].split(",")]
-    for callback in ("jinja_plugins_once", "jinja_compile_cache", "vars_files_once"):
+    for callback in ("jinja_plugins_once", "vars_files_once"):
         assert callback in enabled
         assert (CFG.parent / f"plugins/callback/{callback}.py").is_file()
     assert config["defaults"]["inject_facts_as_vars"].strip() == "False"
