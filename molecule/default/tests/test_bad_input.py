@@ -55,6 +55,12 @@ CASES = [
         id="hba-local-scram",
     ),
     pytest.param({"postgresql_version": 16}, "postgresql_version", id="version-16"),
+    # Moving WAL out of an existing cluster is a manual, offline operation.
+    pytest.param(
+        {"postgresql_wal_dir": "/srv/wal"},
+        "Refusing to change the pg_wal location of the existing cluster",
+        id="wal-dir-moved",
+    ),
     pytest.param(
         {"pki_mode": "none", "postgresql_ssl_ca_file": "/etc/mdus-pki/missing-ca.crt"},
         "missing-ca.crt does not exist",
