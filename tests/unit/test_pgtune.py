@@ -155,3 +155,38 @@ def test_format_mb() -> None:
     assert pgtune.format_mb(1024) == "1GB"
     assert pgtune.format_mb(1536) == "1536MB"
     assert pgtune.format_mb(0.5) == "512kB"
+
+
+def _probe(total: int, free: int, rsvd: int = 0, mapped: int = 0, writable: bool = True) -> dict:
+    return {"total": total, "free": free, "rsvd": rsvd, "mapped": mapped, "writable": writable}
+
+
+def test_huge_pages_in_use_need_nothing() -> None:
+    plan = pgtune.huge_pages_plan(_probe(530, 0, mapped=1, writable=False), 530)
+    assert plan == {"in_use": True, "shortfall": 0, "target": 530, "restart": False, "refusal": ""}
+
+
+def test_huge_pages_raise_only_the_shortfall_and_never_lower() -> None:
+    # Another user holds 100 of the 300 pages and has 50 more reserved: 150 are free to take.
+    plan = pgtune.huge_pages_plan(_probe(300, 200, rsvd=50), 530)
+    assert plan["shortfall"] == 380
+    assert plan["target"] == 680
+    assert plan["restart"] and not plan["refusal"]
+    # Enough free pages: no raise, the pool stays as it is, a restart takes them.
+    plan = pgtune.huge_pages_plan(_probe(800, 800), 530)
+    assert plan["shortfall"] == 0
+    assert plan["target"] == 800
+    assert plan["restart"]
+
+
+def test_huge_pages_refused_where_the_pool_is_read_only() -> None:
+    plan = pgtune.huge_pages_plan(_probe(0, 0, writable=False), 530)
+    assert "530 huge pages" in plan["refusal"]
+    assert "postgresql_huge_pages_reserve" in plan["refusal"]
+    # Read-only but enough free pages (the Docker host reserved them): no refusal.
+    assert not pgtune.huge_pages_plan(_probe(600, 600, writable=False), 530)["refusal"]
+
+
+def test_huge_pages_refused_without_a_huge_page_size() -> None:
+    plan = pgtune.huge_pages_plan(_probe(0, 0), -1)
+    assert "shared_memory_size_in_huge_pages = -1" in plan["refusal"]

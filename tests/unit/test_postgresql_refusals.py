@@ -136,6 +136,11 @@ CASES = [
         id="settings-md5",
     ),
     pytest.param(
+        {"postgresql_huge_pages_reserve": True, "postgresql_settings": {"huge_pages": False}},
+        ["postgresql_huge_pages_reserve", "postgresql_settings.huge_pages is off"],
+        id="huge-pages-reserved-but-off",
+    ),
+    pytest.param(
         {
             "postgresql_shared_preload_libraries_extra_audit": ["pgaudit"],
             "postgresql_settings": {"pgaudit.log_parameter": "on"},

@@ -93,3 +93,25 @@ def test_replica_has_the_migrated_schema(host: Any, replica: Any) -> None:
     applied = psql(host, sql, db="mdus_db")
     assert applied.startswith("001,002,003")
     assert psql(replica, sql, db="mdus_db") == applied
+
+
+def test_huge_pages_refused_where_the_kernel_setting_is_not_the_hosts(replica: Any) -> None:
+    """A container's vm.nr_hugepages is the Docker host's (read-only here): the role refuses
+    before it writes anything, and the server runs on untouched."""
+    needed = int(psql(replica, "SHOW shared_memory_size_in_huge_pages"))
+    free = replica.run("awk '/^HugePages_(Free|Rsvd):/ {print $2}' /proc/meminfo").stdout.split()
+    assert int(free[0]) - int(free[1]) < needed, "needs a Docker host without free huge pages"
+    started = psql(replica, "SELECT pg_postmaster_start_time()")
+    result = molecule_playbook(
+        "site.yml",
+        {"postgresql_huge_pages_reserve": True},
+        limit=REPLICA,
+        options=("--tags", "postgresql-hugepages"),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert f"the server needs {needed} huge pages" in output, output[-3000:]
+    assert "vm.nr_hugepages is read-only here" in output
+    assert "changed=0" in output
+    assert not replica.file("/etc/sysctl.d/60-mdus-hugepages.conf").exists
+    assert psql(replica, "SELECT pg_postmaster_start_time()") == started

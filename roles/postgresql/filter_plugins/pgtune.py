@@ -1,7 +1,7 @@
 """pgtune-style rules: PostgreSQL settings computed from host size and workload.
 
 Pure functions, unit-tested in tests/unit/test_pgtune.py, exposed to Ansible as the
-filters ``pgtune`` and ``pg_size_mb``.
+filters ``pgtune``, ``pg_size_mb`` and ``pg_huge_pages_plan``.
 
 Profiles:
   oltp       many short transactions, many connections, small sorts
@@ -167,8 +167,44 @@ def _round_down(megabytes: float) -> float:
     return float(math.floor(megabytes)) if megabytes >= 1 else megabytes
 
 
+def huge_pages_plan(probe: dict[str, Any], needed: int) -> dict[str, Any]:
+    """What it takes for the server to hold its shared memory in huge pages.
+
+    probe: the host's huge page pool (/proc/meminfo: total, free, rsvd), how many huge page
+    mappings the postmaster holds (mapped) and whether vm.nr_hugepages can be written here
+    (writable); needed: the running server's shared_memory_size_in_huge_pages.
+    Returns in_use (nothing to do), shortfall (pages missing from the free pool), target
+    (vm.nr_hugepages to set: never below the current pool, whatever else uses it), restart
+    (the server takes huge pages only when it starts) and refusal (why not, or '').
+    """
+    total, free, rsvd = (int(probe[key]) for key in ("total", "free", "rsvd"))
+    plan: dict[str, Any] = {"in_use": False, "shortfall": 0, "target": total, "restart": False}
+    if needed <= 0:
+        return plan | {
+            "refusal": "PostgreSQL reports no huge page size on this platform "
+            f"(shared_memory_size_in_huge_pages = {needed})"
+        }
+    if int(probe["mapped"]) > 0:
+        return plan | {"in_use": True, "refusal": ""}
+    # Reserved pages (rsvd) are promised to a mapping already: not free for this server.
+    shortfall = max(0, needed - (free - rsvd))
+    refusal = ""
+    if shortfall and not probe["writable"]:
+        refusal = (
+            f"the server needs {needed} huge pages, {free - rsvd} of the host's {total} are "
+            "free, and vm.nr_hugepages is read-only here (in a container it belongs to the "
+            "Docker host: reserve the pages there, or set postgresql_huge_pages_reserve false)"
+        )
+    return plan | {
+        "shortfall": shortfall,
+        "target": total + shortfall,
+        "restart": True,
+        "refusal": refusal,
+    }
+
+
 class FilterModule:
-    """Ansible filters: pgtune, pg_size_mb."""
+    """Ansible filters: pgtune, pg_size_mb, pg_huge_pages_plan."""
 
     def filters(self) -> dict[str, Any]:
-        return {"pgtune": pgtune, "pg_size_mb": size_to_mb}
+        return {"pgtune": pgtune, "pg_size_mb": size_to_mb, "pg_huge_pages_plan": huge_pages_plan}
