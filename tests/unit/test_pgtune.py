@@ -24,7 +24,7 @@ def test_seed_values_for_4gb_document_host() -> None:
     assert settings["max_connections"] == "200"
     assert settings["random_page_cost"] == "1.1"
     assert settings["checkpoint_completion_target"] == "0.9"
-    # PostgreSQL's 80MB: 1GB cost ~10 % of the ingest in bench/tuning (300k documents).
+    # PostgreSQL's 80MB: 1GB kept for recycling gained nothing in bench/tuning's ingest.
     assert settings["min_wal_size"] == "80MB"
     assert settings["max_wal_size"] == "4GB"
 

@@ -56,9 +56,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         # 200 made every ANALYZE (and so VACUUM ANALYZE) ~1.3x slower on the MDUS data
         # set with no query plan better for it (bench/tuning); PostgreSQL's default.
         "default_statistics_target": 100,
-        # PostgreSQL's default, not 1GB: bench/tuning at 300k documents (huge pages, both
-        # orders) ingested 0.88-0.90x of Debian's speed with min_wal_size 1GB (whether
-        # max_wal_size was 4GB or 1GB, wal_init_zero on or off) and 0.98-1.01x with 80MB.
+        # PostgreSQL's default, not 1GB: no measured gain from keeping more. bench/tuning
+        # at 300k documents first put 1GB at 0.88-0.90x of Debian's ingest, but those runs
+        # all ingested on Debian's cluster first, while the kernel still wrote its pages
+        # back; with every ingest started after a checkpoint and a sync, 1GB ran at 0.98x
+        # of 80MB (four rounds, side by side): within noise.
         "min_wal_size_mb": 80,
         "max_wal_size_mb": 4096,
     },
