@@ -49,6 +49,10 @@ def test_seed_values_for_4gb_document_host() -> None:
         ),
         (32768, 8, "dw", {"max_connections": "40", "work_mem": "153MB"}),
         (4096, 2, "dw", {"maintenance_work_mem": "512MB", "default_statistics_target": "500"}),
+        # Not 1/16 (256MB): index builds lost to Debian's 64MB in bench/tuning --profile.
+        (4096, 2, "oltp", {"maintenance_work_mem": "64MB"}),
+        (4096, 2, "mixed", {"maintenance_work_mem": "64MB"}),
+        (65536, 16, "mixed", {"maintenance_work_mem": "1GB"}),
     ],
 )
 def test_table_of_host_sizes(
