@@ -43,13 +43,13 @@ SERVER_SETTINGS = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _as_server_user(cmd: list[str]) -> list[str]:
+def as_server_user(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", SUPERUSER, "--", *cmd]
     return cmd
@@ -87,7 +87,7 @@ class PgCluster:
         return env
 
     def _run(self, cmd: list[str]) -> None:
-        subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True)
+        subprocess.run(as_server_user(cmd), check=True, capture_output=True, text=True)
 
     def init(self) -> None:
         if os.geteuid() == 0:
@@ -133,9 +133,7 @@ class PgCluster:
 
     def stop(self) -> None:
         subprocess.run(
-            _as_server_user(
-                [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"]
-            ),
+            as_server_user([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"]),
             check=False,
             capture_output=True,
         )
@@ -145,7 +143,7 @@ class PgCluster:
 def start_cluster(extra_settings: dict[str, str] | None = None) -> PgCluster:
     """initdb + start a cluster in a new temporary directory; the caller must stop() it."""
     root = Path(tempfile.mkdtemp(prefix="mdus-pg-"))
-    cluster = PgCluster(root=root, port=_free_port(), extra_settings=extra_settings or {})
+    cluster = PgCluster(root=root, port=free_port(), extra_settings=extra_settings or {})
     try:
         cluster.init()
         cluster.start()
